@@ -1,0 +1,3 @@
+#ifndef XKS_SERVER_H
+#define XKS_SERVER_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef XKS_TLS_H
+#define XKS_TLS_H
+#endif
