@@ -23,7 +23,7 @@ struct http_header {
 struct http_request {
 	char *head;                   /* owned copy of the head; fields point into it */
 	const char *method;
-	const char *target;           /* request-target as received */
+	const char *target;           /* request-target; the query is split off */
 	const char *path;             /* target up to '?' (own copy in head) */
 	const char *query;            /* after '?', "" when none */
 	int version_minor;            /* HTTP/1.<minor> */

@@ -1,4 +1,1493 @@
 #include "config.h"
-/* placeholder until the module lands */
-int server_placeholder_(void);
-int server_placeholder_(void) { return 0; }
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#ifdef HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "cfg.h"
+#include "health.h"
+#include "hsm.h"
+#include "http.h"
+#include "log.h"
+#include "route.h"
+#include "server.h"
+#include "sigv4.h"
+#include "tls.h"
+#include "util.h"
+#include "xerr.h"
+#include "xks.h"
+
+#define DRAIN_SECONDS 5
+#define LINGER_MS 2000
+#define SIGV4_CACHE_ENTRIES 64
+
+/*
+ * A config snapshot: immutable, reference-counted.  A request holds the
+ * snapshot current when it started; a connection holds the one it was
+ * accepted on (for its TLS context).
+ */
+struct snap {
+	atomic_int refs;
+	struct cfg *cfg;
+	struct tls_ctx *tls;
+	struct sigv4_cred **creds;    /* per key store */
+	const char ***regions;        /* per key store */
+	struct xks_limits xlim;
+};
+
+struct loop;
+struct op;
+
+enum conn_state {
+	C_HEAD = 0,   /* handshake, or reading a request head */
+	C_BODY,       /* reading the body */
+	C_BUSY,       /* request being answered */
+	C_WRITE,      /* response being written */
+	C_IDLE,       /* keep-alive, waiting for the next request */
+	C_LINGER,     /* response sent, draining input before close */
+};
+
+struct conn {
+	struct loop *loop;
+	struct conn *prev, *next;
+	struct bufferevent *bev;
+	struct snap *tls_snap;
+	int is_lb;                    /* plain-HTTP load-balancer listener */
+	char remote[INET6_ADDRSTRLEN + 8];
+	enum conn_state state;
+	struct event *timer;
+	uint64_t last_active_us;
+	uint64_t req_start_us;
+	struct http_request req;
+	int have_head;
+	struct op *op;
+	int close_after;
+};
+
+struct loop {
+	int id;
+	pthread_t thread;
+	struct event_base *base;
+	struct evconnlistener **lis;
+	size_t nlis;
+	struct evconnlistener *lb_lis;
+	struct sigv4_cache *cache;
+	pthread_mutex_t done_lock;
+	struct op *done_head, *done_tail;
+	struct event *done_ev;
+	struct event *drain_ev;
+	struct conn *conns;
+	int nconns;
+	int draining;
+};
+
+enum op_stage { ST_NONE = 0, ST_ENCRYPT, ST_VERIFY, ST_DECRYPT, ST_METADATA };
+
+/* One request being answered. */
+struct op {
+	struct conn *conn;            /* NULL once the client went away */
+	struct loop *loop;
+	struct snap *snap;
+	struct route route;
+	struct http_request req;
+	unsigned char *body;
+	size_t body_len;
+	struct xks_req xr;
+	unsigned char *hsm_aad;
+	size_t hsm_aad_len;
+	unsigned char cmeta[XKS_CMETA_MAX];
+	size_t cmeta_len;
+	unsigned char *out;           /* HSM output */
+	size_t out_cap;
+	unsigned char *check;         /* CDIV check: decrypted output */
+	unsigned char iv[HSM_MAX_IV];
+	size_t iv_len;
+	unsigned char tag[HSM_TAG_LEN];
+	size_t ct_len;
+	unsigned char cdiv[32];
+	struct hsm_job job;
+	enum op_stage stage;
+	int tries;
+	char akid[129];
+	int token;
+	struct op *next;
+};
+
+static struct server {
+	pthread_mutex_t snap_lock;
+	struct snap *snap;
+	struct loop *loops;
+	int nloops;
+	int *fds;
+	size_t nfds;
+	int lb_fd;
+	struct hsm *hsm;
+	struct health *health;
+	atomic_int nconns;
+	atomic_int draining;
+	struct event_base *main_base;
+	struct event *drain_timer;
+	int drain_ticks;
+} srv = { .snap_lock = PTHREAD_MUTEX_INITIALIZER, .lb_fd = -1 };
+
+static void conn_process(struct conn *c);
+static void conn_close(struct conn *c);
+static void op_free(struct op *op);
+
+/* ---------------------------------------------------------------- snapshots */
+
+static void
+snap_free(struct snap *s)
+{
+	size_t k;
+
+	if (s == NULL)
+		return;
+	if (s->cfg != NULL) {
+		for (k = 0; k < s->cfg->nkeystores; k++) {
+			if (s->creds != NULL)
+				free(s->creds[k]);
+			if (s->regions != NULL)
+				free(s->regions[k]);
+		}
+	}
+	free(s->creds);
+	free(s->regions);
+	tls_ctx_free(s->tls);
+	cfg_free(s->cfg);
+	free(s);
+}
+
+/* Build a snapshot from cfg (taken over on success). */
+static struct snap *
+snap_new(struct cfg *cfg, char *err, size_t errlen)
+{
+	struct snap *s = NULL, *ret = NULL;
+	size_t k, i;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	atomic_init(&s->refs, 1);
+	if (tls_ctx_new(cfg, &s->tls, err, errlen) != 0)
+		goto out;
+	if ((s->creds = calloc(cfg->nkeystores, sizeof(*s->creds))) == NULL ||
+	    (s->regions = calloc(cfg->nkeystores, sizeof(*s->regions))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	for (k = 0; k < cfg->nkeystores; k++) {
+		const struct cfg_keystore *ks = &cfg->keystores[k];
+		if ((s->creds[k] = calloc(ks->ncredentials + 1,
+		    sizeof(**s->creds))) == NULL ||
+		    (s->regions[k] = calloc(ks->nregions + 1,
+		    sizeof(**s->regions))) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		for (i = 0; i < ks->ncredentials; i++) {
+			s->creds[k][i].access_key_id = ks->credentials[i].access_key_id;
+			s->creds[k][i].secret = ks->credentials[i].secret;
+			s->creds[k][i].secret_len = ks->credentials[i].secret_len;
+			s->creds[k][i].not_after = ks->credentials[i].not_after;
+		}
+		for (i = 0; i < ks->nregions; i++)
+			s->regions[k][i] = ks->regions[i];
+	}
+	s->xlim.max_plaintext = cfg->limits.max_plaintext_bytes;
+	s->xlim.max_aad = cfg->limits.max_aad_bytes;
+	s->cfg = cfg;
+	ret = s;
+	s = NULL;
+ out:
+	snap_free(s);
+	return ret;
+}
+
+static struct snap *
+snap_get(void)
+{
+	struct snap *s;
+
+	pthread_mutex_lock(&srv.snap_lock);
+	s = srv.snap;
+	atomic_fetch_add(&s->refs, 1);
+	pthread_mutex_unlock(&srv.snap_lock);
+	return s;
+}
+
+static void
+snap_put(struct snap *s)
+{
+	if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)
+		snap_free(s);
+}
+
+/* Install s as the current snapshot; the old one lives on while used. */
+static void
+snap_swap(struct snap *s)
+{
+	struct snap *old;
+
+	pthread_mutex_lock(&srv.snap_lock);
+	old = srv.snap;
+	srv.snap = s;
+	pthread_mutex_unlock(&srv.snap_lock);
+	snap_put(old);
+}
+
+/* ---------------------------------------------------------------- responses */
+
+static void
+conn_arm(struct conn *c, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+	evtimer_add(c->timer, &tv);
+}
+
+/*
+ * Queue a complete response.  extra: more header lines ("Name: v\r\n"), or
+ * NULL.  The body is copied.
+ */
+static void
+conn_respond(struct conn *c, int status, const char *ctype, const char *extra,
+    const char *body, size_t len)
+{
+	struct evbuffer *outb = bufferevent_get_output(c->bev);
+	int keep = c->have_head && c->req.keep_alive && !c->close_after &&
+	    !c->loop->draining;
+
+	if (!keep)
+		c->close_after = 1;
+	evbuffer_add_printf(outb,
+	    "HTTP/1.1 %d %s\r\n"
+	    "Content-Type: %s\r\n"
+	    "Content-Length: %zu\r\n"
+	    "Cache-Control: no-store\r\n"
+	    "%s%s"
+	    "\r\n", status, xerr_reason_phrase(status), ctype, len,
+	    extra != NULL ? extra : "", keep ? "" : "Connection: close\r\n");
+	if (len > 0)
+		evbuffer_add(outb, body, len);
+	c->state = C_WRITE;
+	conn_arm(c, c->tls_snap->cfg->limits.idle_timeout_ms);
+	bufferevent_enable(c->bev, EV_WRITE);
+}
+
+/* An error response straight from the front door (no op yet). */
+static void
+conn_error(struct conn *c, enum xerr e, const char *msg)
+{
+	size_t len = 0;
+	char *body = xks_error_body(e, msg, &len);
+	int status = xerr_http_status(e);
+	char st[16];
+
+	snprintf(st, sizeof(st), "%d", status);
+	log_fields(LOG_LVL_INFO, "request", "remote", c->remote, "status", st,
+	    "errorName", xerr_name(e), "reason", msg, NULL);
+	c->close_after = 1;
+	if (body == NULL)
+		conn_respond(c, status, "application/json", NULL, "", 0);
+	else
+		conn_respond(c, status, "application/json", NULL, body, len);
+	free(body);
+}
+
+/* ---------------------------------------------------------------- ops */
+
+static void
+op_free(struct op *op)
+{
+	if (op == NULL)
+		return;
+	xks_req_clear(&op->xr);
+	wipe_free(op->hsm_aad, op->hsm_aad_len);
+	wipe_free(op->out, op->out_cap);
+	wipe_free(op->check, op->out_cap);
+	wipe_free(op->body, op->body_len);
+	http_request_clear(&op->req);
+	snap_put(op->snap);
+	wipe(op, sizeof(*op));
+	free(op);
+}
+
+/* The request log line, then the response. */
+static void
+op_finish(struct op *op, int status, const char *extra, char *body,
+    size_t len, enum xerr e, const char *reason)
+{
+	struct conn *c = op->conn;
+	char st[16], lat[24], tok[16];
+	struct hsm_token_info ti;
+	const char *token = NULL;
+
+	snprintf(st, sizeof(st), "%d", status);
+	snprintf(lat, sizeof(lat), "%llu",
+	    (unsigned long long)(util_now_us() - c->req_start_us));
+	if (op->token >= 0 && srv.hsm != NULL &&
+	    (size_t)op->token < hsm_ntokens(srv.hsm)) {
+		hsm_token_info(srv.hsm, (size_t)op->token, &ti);
+		token = ti.id;
+	} else if (op->token >= 0) {
+		snprintf(tok, sizeof(tok), "%d", op->token);
+		token = tok;
+	}
+	log_fields(status < 500 ? LOG_LVL_INFO : LOG_LVL_WARN, "request",
+	    "remote", c->remote,
+	    "path", op->route.base != NULL ? op->route.base : "-",
+	    "op", route_op_name(op->route.op),
+	    "key", op->route.key_id[0] != '\0' ? op->route.key_id : NULL,
+	    "kmsRequestId", op->xr.meta.kms_request_id,
+	    "kmsOperation", op->xr.meta.kms_operation,
+	    "awsPrincipalArn", op->xr.meta.aws_principal_arn,
+	    "kmsViaService", op->xr.meta.kms_via_service,
+	    "accessKeyId", op->akid[0] != '\0' ? op->akid : NULL,
+	    "status", st,
+	    "errorName", e != XERR_OK ? xerr_name(e) : NULL,
+	    "reason", reason,
+	    "latency_us", lat,
+	    "token", token, NULL);
+	c->op = NULL;
+	conn_respond(c, status, "application/json", extra, body, len);
+	op_free(op);
+}
+
+static void
+op_error(struct op *op, enum xerr e, const char *msg)
+{
+	size_t len = 0;
+	char *body = xks_error_body(e, msg, &len);
+	const char *extra = e == XERR_METHOD_NOT_ALLOWED ? "Allow: POST\r\n" : NULL;
+
+	op_finish(op, xerr_http_status(e), extra, body != NULL ? body : "",
+	    body != NULL ? len : 0, e, msg);
+	free(body);
+}
+
+/* Done callback: runs on an HSM worker thread; hand the op to its loop. */
+static void
+op_job_done(struct hsm_job *job)
+{
+	struct op *op = job->arg;
+	struct loop *l = op->loop;
+
+	pthread_mutex_lock(&l->done_lock);
+	op->next = NULL;
+	if (l->done_tail != NULL)
+		l->done_tail->next = op;
+	else
+		l->done_head = op;
+	l->done_tail = op;
+	pthread_mutex_unlock(&l->done_lock);
+	event_active(l->done_ev, EV_READ, 0);
+}
+
+static void
+op_submit(struct op *op, enum hsm_op hop, const unsigned char *in,
+    size_t in_len, unsigned char *out)
+{
+	struct hsm_job *j = &op->job;
+	enum xerr e;
+
+	memset(j, 0, sizeof(*j));
+	j->op = hop;
+	snprintf(j->label, sizeof(j->label), "%s", op->route.key_id);
+	j->in = in;
+	j->in_len = in_len;
+	j->aad = op->hsm_aad;
+	j->aad_len = op->hsm_aad_len;
+	j->out = out;
+	j->token = -1;
+	j->done = op_job_done;
+	j->arg = op;
+	j->served_by = -1;
+	if (hop == HSM_OP_DECRYPT) {
+		memcpy(j->iv, op->iv, op->iv_len);
+		j->iv_len = op->iv_len;
+		memcpy(j->tag, op->tag, HSM_TAG_LEN);
+	}
+	if (srv.hsm == NULL)
+		e = XERR_UNAVAILABLE;
+	else
+		e = hsm_submit(srv.hsm, j);
+	if (e != XERR_OK)
+		op_error(op, e, e == XERR_THROTTLING ?
+		    "too many requests waiting for the HSM" :
+		    "no HSM token is available");
+}
+
+static void
+op_answer_encrypt(struct op *op)
+{
+	size_t len = 0;
+	char *body = xks_encrypt_body(op->out, op->ct_len, op->iv, op->iv_len,
+	    op->tag, HSM_TAG_LEN, op->cmeta, op->cmeta_len,
+	    op->xr.want_cdiv ? op->cdiv : NULL, &len);
+
+	if (body == NULL) {
+		op_error(op, XERR_INTERNAL, "out of memory");
+		return;
+	}
+	op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
+	free(body);
+}
+
+/* Continue an op after an HSM job, on the loop thread. */
+static void
+op_continue(struct op *op)
+{
+	struct hsm_job *j = &op->job;
+	char *body = NULL;
+	size_t len = 0;
+
+	if (op->conn == NULL) {         /* the client went away */
+		op_free(op);
+		return;
+	}
+	op->token = j->served_by;
+	if (j->err != XERR_OK) {
+		/* a failed CDIV check decrypt means the encryption is bad */
+		if (op->stage == ST_VERIFY && j->err == XERR_INVALID_CIPHERTEXT &&
+		    op->tries < 2) {
+			log_warn("CDIV check: decrypt of fresh ciphertext failed "
+			    "(token %d); retrying the encrypt", j->served_by);
+			op->stage = ST_ENCRYPT;
+			op->tries++;
+			op_submit(op, HSM_OP_ENCRYPT, op->xr.plaintext,
+			    op->xr.plaintext_len, op->out);
+			return;
+		}
+		op_error(op, j->err, j->errmsg[0] != '\0' ? j->errmsg : NULL);
+		return;
+	}
+	switch (op->stage) {
+	case ST_METADATA:
+		body = xks_metadata_body(j->meta.key_type, j->meta.value_len,
+		    j->meta.usage, j->meta.enabled, &len);
+		if (body == NULL) {
+			op_error(op, XERR_INTERNAL, "out of memory");
+			return;
+		}
+		op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
+		free(body);
+		return;
+	case ST_DECRYPT:
+		body = xks_decrypt_body(op->out, j->out_len, &len);
+		if (body == NULL) {
+			op_error(op, XERR_INTERNAL, "out of memory");
+			return;
+		}
+		op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
+		wipe_free(body, len);
+		return;
+	case ST_ENCRYPT:
+		op->ct_len = j->out_len;
+		memcpy(op->iv, j->iv, j->iv_len);
+		op->iv_len = j->iv_len;
+		memcpy(op->tag, j->tag, HSM_TAG_LEN);
+		if (!op->xr.want_cdiv) {
+			op_answer_encrypt(op);
+			return;
+		}
+		/* spec order: CDIV from the encrypt output, then decrypt-check */
+		xks_cdiv(op->xr.aad, op->xr.aad_len, op->cmeta, op->cmeta_len,
+		    op->iv, op->iv_len, op->out, op->ct_len, op->tag,
+		    HSM_TAG_LEN, op->cdiv);
+		op->stage = ST_VERIFY;
+		op_submit(op, HSM_OP_DECRYPT, op->out, op->ct_len, op->check);
+		return;
+	case ST_VERIFY:
+		if (j->out_len != op->xr.plaintext_len ||
+		    CRYPTO_memcmp(op->check, op->xr.plaintext, j->out_len) != 0) {
+			if (op->tries < 2) {
+				log_warn("CDIV check: decrypted ciphertext differs "
+				    "from the plaintext (token %d); retrying",
+				    j->served_by);
+				op->stage = ST_ENCRYPT;
+				op->tries++;
+				op_submit(op, HSM_OP_ENCRYPT, op->xr.plaintext,
+				    op->xr.plaintext_len, op->out);
+				return;
+			}
+			op_error(op, XERR_INTERNAL,
+			    "encryption could not be verified");
+			return;
+		}
+		op_answer_encrypt(op);
+		return;
+	default:
+		op_error(op, XERR_INTERNAL, "internal state");
+		return;
+	}
+}
+
+static void
+loop_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+	struct op *op, *next;
+
+	(void)fd;
+	(void)what;
+	pthread_mutex_lock(&l->done_lock);
+	op = l->done_head;
+	l->done_head = l->done_tail = NULL;
+	pthread_mutex_unlock(&l->done_lock);
+	for (; op != NULL; op = next) {
+		next = op->next;
+		op_continue(op);
+	}
+}
+
+static void
+op_health(struct op *op)
+{
+	struct health_entry ents[HEALTH_MAX_ENTRIES];
+	const struct cfg *cfg = op->snap->cfg;
+	size_t n = 0, len = 0;
+	char *body;
+
+	if (srv.health != NULL)
+		n = health_get(srv.health, ents, HEALTH_MAX_ENTRIES);
+	body = xks_health_body(cfg->health.fleet_size, cfg->health.proxy_vendor,
+	    cfg->health.proxy_model, cfg->health.ekm_vendor, ents, n, &len);
+	if (body == NULL) {
+		op_error(op, XERR_INTERNAL, "out of memory");
+		return;
+	}
+	op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
+	free(body);
+}
+
+/* The load balancer check: 200 while at least one token serves. */
+static void
+op_lb(struct op *op)
+{
+	struct conn *c = op->conn;
+	int ok = srv.health != NULL && health_serving(srv.health);
+	const char *body = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
+
+	c->op = NULL;
+	log_debug("load balancer check from %s: %d", c->remote, ok ? 200 : 503);
+	conn_respond(c, ok ? 200 : 503, "application/json", NULL, body,
+	    strlen(body));
+	op_free(op);
+}
+
+static int
+op_is_lb_path(const struct op *op)
+{
+	const struct cfg *cfg = op->snap->cfg;
+
+	return cfg->health_listen.enabled &&
+	    strcmp(op->req.method, "GET") == 0 &&
+	    strcmp(op->req.path, cfg->health_listen.path) == 0;
+}
+
+/* Route, authenticate, validate, and start the work of one request. */
+static void
+op_start(struct op *op)
+{
+	struct conn *c = op->conn;
+	const struct cfg *cfg = op->snap->cfg;
+	struct sigv4_input in;
+	struct sigv4_params params;
+	const struct sigv4_cred *used = NULL;
+	char reason[512], msg[512];
+	enum xerr e;
+	size_t k;
+
+	if (c->is_lb) {
+		if (op_is_lb_path(op)) {
+			op_lb(op);
+			return;
+		}
+		op_error(op, XERR_INVALID_URI_PATH, "not the health check path");
+		return;
+	}
+	if (op_is_lb_path(op)) {
+		op_lb(op);
+		return;
+	}
+	if (route_match(cfg, op->req.path, &op->route) != XERR_OK) {
+		op_error(op, XERR_INVALID_URI_PATH, "no XKS operation at this path");
+		return;
+	}
+	if (strcmp(op->req.method, "POST") != 0) {
+		op_error(op, XERR_METHOD_NOT_ALLOWED, "only POST is allowed");
+		return;
+	}
+	/* authentication first: before any JSON parsing or HSM work */
+	k = op->route.keystore_index;
+	memset(&in, 0, sizeof(in));
+	in.method = op->req.method;
+	in.path = op->req.path;
+	in.query = op->req.query;
+	in.headers = op->req.headers;
+	in.nheaders = op->req.nheaders;
+	in.body = op->body;
+	in.body_len = op->body_len;
+	memset(&params, 0, sizeof(params));
+	params.service = SIGV4_SERVICE;
+	params.regions = op->snap->regions[k];
+	params.nregions = op->route.keystore->nregions;
+	params.max_skew_seconds = cfg->sigv4.max_clock_skew_seconds;
+	params.now = time(NULL);
+	reason[0] = '\0';
+	e = sigv4_verify(c->loop->cache, &in, op->snap->creds[k],
+	    op->route.keystore->ncredentials, &params, &used, op->akid, reason,
+	    sizeof(reason));
+	if (e != XERR_OK) {
+		op_error(op, XERR_AUTH_FAILED, reason[0] != '\0' ? reason :
+		    "signature verification failed");
+		return;
+	}
+	msg[0] = '\0';
+	e = xks_parse_request(op->route.op, (const char *)op->body, op->body_len,
+	    &op->snap->xlim, &op->xr, msg, sizeof(msg));
+	if (e != XERR_OK) {
+		op_error(op, e, msg);
+		return;
+	}
+	if (op->route.op == XKS_OP_HEALTH) {
+		op_health(op);
+		return;
+	}
+	if (!cfg_keystore_has_key(op->route.keystore, op->route.key_id)) {
+		op_error(op, XERR_KEY_NOT_FOUND, "no such key in this key store");
+		return;
+	}
+	switch (op->route.op) {
+	case XKS_OP_METADATA:
+		op->stage = ST_METADATA;
+		op_submit(op, HSM_OP_METADATA, NULL, 0, NULL);
+		return;
+	case XKS_OP_ENCRYPT:
+		op->cmeta[0] = XKS_CMETA_V1;
+		op->cmeta_len = 1;
+		op->out_cap = op->xr.plaintext_len + 1;
+		op->hsm_aad = xks_hsm_aad(op->xr.aad, op->xr.aad_len, op->cmeta,
+		    op->cmeta_len, &op->hsm_aad_len);
+		op->out = malloc(op->out_cap);
+		op->check = malloc(op->out_cap);
+		if (op->hsm_aad == NULL || op->out == NULL || op->check == NULL) {
+			op_error(op, XERR_INTERNAL, "out of memory");
+			return;
+		}
+		op->stage = ST_ENCRYPT;
+		op->tries = 1;
+		op_submit(op, HSM_OP_ENCRYPT, op->xr.plaintext,
+		    op->xr.plaintext_len, op->out);
+		return;
+	case XKS_OP_DECRYPT:
+		if ((e = xks_check_cmeta(op->xr.cmeta, op->xr.cmeta_len, msg,
+		    sizeof(msg))) != XERR_OK) {
+			op_error(op, e, msg);
+			return;
+		}
+		op->out_cap = op->xr.ciphertext_len + 1;
+		op->hsm_aad = xks_hsm_aad(op->xr.aad, op->xr.aad_len,
+		    op->xr.cmeta, op->xr.cmeta_len, &op->hsm_aad_len);
+		op->out = malloc(op->out_cap);
+		if (op->hsm_aad == NULL || op->out == NULL) {
+			op_error(op, XERR_INTERNAL, "out of memory");
+			return;
+		}
+		memcpy(op->iv, op->xr.iv, op->xr.iv_len);
+		op->iv_len = op->xr.iv_len;
+		memcpy(op->tag, op->xr.tag, HSM_TAG_LEN);
+		op->stage = ST_DECRYPT;
+		op_submit(op, HSM_OP_DECRYPT, op->xr.ciphertext,
+		    op->xr.ciphertext_len, op->out);
+		return;
+	default:
+		op_error(op, XERR_INTERNAL, "internal state");
+		return;
+	}
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static void
+conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	switch (c->state) {
+	case C_HEAD:
+	case C_BODY:
+		log_debug("closing %s: request not received within "
+		    "limits.header_timeout_ms", c->remote);
+		break;
+	case C_IDLE:
+		log_debug("closing idle connection from %s", c->remote);
+		break;
+	case C_WRITE:
+		log_debug("closing %s: response not read in time", c->remote);
+		break;
+	default:
+		break;
+	}
+	conn_close(c);
+}
+
+static void
+conn_close(struct conn *c)
+{
+	struct loop *l = c->loop;
+
+	if (c->op != NULL) {
+		c->op->conn = NULL;     /* the op frees itself when its job ends */
+		c->op = NULL;
+	}
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	http_request_clear(&c->req);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		l->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	l->nconns--;
+	atomic_fetch_sub(&srv.nconns, 1);
+	snap_put(c->tls_snap);
+	free(c);
+	if (l->draining && l->nconns == 0)
+		event_base_loopbreak(l->base);
+}
+
+/* Response written and connection to be closed: send close_notify, linger. */
+static void
+conn_linger(struct conn *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	evutil_socket_t fd = bufferevent_getfd(c->bev);
+
+	if (ssl != NULL)
+		SSL_shutdown(ssl);
+	if (fd >= 0)
+		shutdown(fd, SHUT_WR);
+	c->state = C_LINGER;
+	evbuffer_drain(bufferevent_get_input(c->bev),
+	    evbuffer_get_length(bufferevent_get_input(c->bev)));
+	bufferevent_disable(c->bev, EV_WRITE);
+	bufferevent_enable(c->bev, EV_READ);
+	conn_arm(c, LINGER_MS);
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (c->state != C_WRITE)
+		return;
+	if (c->close_after) {
+		conn_linger(c);
+		return;
+	}
+	http_request_clear(&c->req);
+	c->have_head = 0;
+	c->state = C_IDLE;
+	c->last_active_us = util_now_us();
+	conn_arm(c, c->tls_snap->cfg->limits.idle_timeout_ms);
+	bufferevent_enable(c->bev, EV_READ);
+	conn_process(c);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (c->state == C_LINGER) {
+		evbuffer_drain(bufferevent_get_input(c->bev),
+		    evbuffer_get_length(bufferevent_get_input(c->bev)));
+		return;
+	}
+	conn_process(c);
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	unsigned long e;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	if (what & BEV_EVENT_ERROR) {
+		while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+			char buf[256];
+			ERR_error_string_n(e, buf, sizeof(buf));
+			log_debug("TLS error from %s: %s", c->remote, buf);
+		}
+	}
+	conn_close(c);
+}
+
+/* Take what the input holds: a head, a body, then start the request. */
+static void
+conn_process(struct conn *c)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	const struct cfg *cfg = c->tls_snap->cfg;
+	struct evbuffer_ptr pos;
+	const char *reason = NULL;
+	size_t avail, headlen;
+	enum xerr e;
+	struct op *op;
+	char *head;
+
+	if (c->state == C_IDLE) {
+		if (evbuffer_get_length(in) == 0)
+			return;
+		c->state = C_HEAD;
+		c->req_start_us = util_now_us();
+		conn_arm(c, cfg->limits.header_timeout_ms);
+	}
+	if (c->state == C_HEAD) {
+		if (c->req_start_us == 0)
+			c->req_start_us = util_now_us();
+		pos = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+		avail = evbuffer_get_length(in);
+		if (pos.pos < 0) {
+			if (avail > cfg->limits.max_header_bytes)
+				conn_error(c, XERR_HEADERS_TOO_LARGE,
+				    "request head larger than limits.max_header_bytes");
+			return;
+		}
+		headlen = (size_t)pos.pos + 4;
+		if (headlen > cfg->limits.max_header_bytes) {
+			conn_error(c, XERR_HEADERS_TOO_LARGE,
+			    "request head larger than limits.max_header_bytes");
+			return;
+		}
+		head = (char *)evbuffer_pullup(in, (ev_ssize_t)headlen);
+		e = http_parse_head(head, headlen, &c->req, &reason);
+		evbuffer_drain(in, headlen);
+		if (e != XERR_OK) {
+			conn_error(c, e, reason);
+			return;
+		}
+		c->have_head = 1;
+		if (c->req.content_length < 0) {
+			if (strcmp(c->req.method, "POST") == 0) {
+				conn_error(c, XERR_LENGTH_REQUIRED,
+				    "Content-Length is required");
+				return;
+			}
+			c->req.content_length = 0;
+		}
+		if ((unsigned long long)c->req.content_length >
+		    cfg->limits.max_body_bytes) {
+			/* refused before the body is read */
+			conn_error(c, XERR_BODY_TOO_LARGE,
+			    "request body larger than limits.max_body_bytes");
+			return;
+		}
+		if (c->req.expect_continue && c->req.content_length > 0)
+			evbuffer_add_printf(bufferevent_get_output(c->bev),
+			    "HTTP/1.1 100 Continue\r\n\r\n");
+		c->state = C_BODY;
+	}
+	if (c->state == C_BODY) {
+		if (evbuffer_get_length(in) < (size_t)c->req.content_length)
+			return;
+		if ((op = calloc(1, sizeof(*op))) == NULL) {
+			conn_error(c, XERR_INTERNAL, "out of memory");
+			return;
+		}
+		op->body_len = (size_t)c->req.content_length;
+		/* one byte more: a NUL so the body may be read as a string */
+		if ((op->body = malloc(op->body_len + 1)) == NULL) {
+			free(op);
+			conn_error(c, XERR_INTERNAL, "out of memory");
+			return;
+		}
+		evbuffer_remove(in, op->body, op->body_len);
+		op->body[op->body_len] = '\0';
+		op->conn = c;
+		op->loop = c->loop;
+		op->token = -1;
+		op->snap = snap_get();
+		/* the op works on its own copy of the head; the conn keeps the
+		 * flags it needs for the response */
+		op->req = c->req;
+		memset(&c->req, 0, sizeof(c->req));
+		c->req.keep_alive = op->req.keep_alive;
+		c->req.content_length = -1;
+		op->req.body = op->body;
+		op->req.body_len = op->body_len;
+		c->op = op;
+		c->state = C_BUSY;
+		event_del(c->timer);
+		bufferevent_disable(c->bev, EV_READ);
+		op_start(op);
+	}
+}
+
+/* Close the idlest keep-alive connection of this loop; 0 if there was one. */
+static int
+loop_shed_idlest(struct loop *l)
+{
+	struct conn *c, *best = NULL;
+
+	for (c = l->conns; c != NULL; c = c->next)
+		if (c->state == C_IDLE &&
+		    (best == NULL || c->last_active_us < best->last_active_us))
+			best = c;
+	if (best == NULL)
+		return -1;
+	log_debug("connection limit: closing idle connection from %s",
+	    best->remote);
+	conn_close(best);
+	return 0;
+}
+
+static void
+conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
+{
+	struct conn *c = NULL;
+	struct snap *s = snap_get();
+	SSL *ssl = NULL;
+	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+	int one = 1;
+
+	if (atomic_load(&srv.nconns) >= s->cfg->limits.max_connections &&
+	    loop_shed_idlest(l) != 0) {
+		log_warn("limits.max_connections reached: refusing a connection");
+		evutil_closesocket(fd);
+		snap_put(s);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		goto fail;
+	getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(struct sockaddr_in), host, sizeof(host), port, sizeof(port),
+	    NI_NUMERICHOST | NI_NUMERICSERV);
+	snprintf(c->remote, sizeof(c->remote), "%s:%s", host, port);
+	c->loop = l;
+	c->tls_snap = s;
+	c->is_lb = is_lb;
+	c->req.content_length = -1;
+	if (!is_lb) {
+		if ((ssl = tls_ssl_new(s->tls)) == NULL)
+			goto fail;
+		c->bev = bufferevent_openssl_socket_new(l->base, fd, ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (c->bev != NULL)
+			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	} else
+		c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		SSL_free(ssl);
+		goto fail;
+	}
+	if ((c->timer = evtimer_new(l->base, conn_timer_cb, c)) == NULL) {
+		bufferevent_free(c->bev);
+		free(c);
+		snap_put(s);
+		return;
+	}
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->state = C_HEAD;
+	c->last_active_us = util_now_us();
+	conn_arm(c, s->cfg->limits.header_timeout_ms);
+	c->next = l->conns;
+	if (l->conns != NULL)
+		l->conns->prev = c;
+	l->conns = c;
+	l->nconns++;
+	atomic_fetch_add(&srv.nconns, 1);
+	return;
+ fail:
+	log_err("cannot set up a connection: out of memory");
+	evutil_closesocket(fd);
+	free(c);
+	snap_put(s);
+}
+
+static void
+accept_cb(struct evconnlistener *lis, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	(void)lis;
+	(void)salen;
+	conn_new(arg, fd, sa, 0);
+}
+
+static void
+accept_lb_cb(struct evconnlistener *lis, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	(void)lis;
+	(void)salen;
+	conn_new(arg, fd, sa, 1);
+}
+
+static void
+accept_error_cb(struct evconnlistener *lis, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+
+	(void)lis;
+	(void)arg;
+	/* EMFILE and friends: log, the listener keeps going */
+	log_warn("accept: %s", evutil_socket_error_to_string(e));
+}
+
+/* ---------------------------------------------------------------- loops */
+
+static void
+loop_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loop *l = arg;
+	struct conn *c, *next;
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	l->draining = 1;
+	for (i = 0; i < l->nlis; i++) {
+		evconnlistener_free(l->lis[i]);
+		l->lis[i] = NULL;
+	}
+	if (l->lb_lis != NULL) {
+		evconnlistener_free(l->lb_lis);
+		l->lb_lis = NULL;
+	}
+	/* idle and half-received connections go now; busy ones finish */
+	for (c = l->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->state == C_IDLE || (c->state == C_HEAD && !c->have_head &&
+		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0))
+			conn_close(c);
+		else
+			c->close_after = 1;
+	}
+	if (l->nconns == 0)
+		event_base_loopbreak(l->base);
+}
+
+static void *
+loop_main(void *arg)
+{
+	struct loop *l = arg;
+
+	event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+static int
+loop_init(struct loop *l, int id)
+{
+	size_t i;
+
+	l->id = id;
+	pthread_mutex_init(&l->done_lock, NULL);
+	if ((l->base = event_base_new()) == NULL ||
+	    (l->cache = sigv4_cache_new(SIGV4_CACHE_ENTRIES)) == NULL ||
+	    (l->done_ev = event_new(l->base, -1, EV_PERSIST, loop_done_cb, l)) == NULL ||
+	    (l->drain_ev = event_new(l->base, -1, 0, loop_drain_cb, l)) == NULL ||
+	    (l->lis = calloc(srv.nfds, sizeof(*l->lis))) == NULL)
+		return -1;
+	event_add(l->done_ev, NULL);
+	for (i = 0; i < srv.nfds; i++) {
+		l->lis[i] = evconnlistener_new(l->base, accept_cb, l,
+		    LEV_OPT_CLOSE_ON_EXEC, -1, srv.fds[i]);
+		if (l->lis[i] == NULL)
+			return -1;
+		evconnlistener_set_error_cb(l->lis[i], accept_error_cb);
+		l->nlis++;
+	}
+	if (srv.lb_fd >= 0 && id == 0) {
+		l->lb_lis = evconnlistener_new(l->base, accept_lb_cb, l,
+		    LEV_OPT_CLOSE_ON_EXEC, -1, srv.lb_fd);
+		if (l->lb_lis == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static void
+loop_cleanup(struct loop *l)
+{
+	struct op *op, *next;
+	size_t i;
+
+	while (l->conns != NULL)
+		conn_close(l->conns);
+	for (op = l->done_head; op != NULL; op = next) {
+		next = op->next;
+		op_free(op);
+	}
+	l->done_head = l->done_tail = NULL;
+	for (i = 0; i < l->nlis; i++)
+		if (l->lis[i] != NULL)
+			evconnlistener_free(l->lis[i]);
+	if (l->lb_lis != NULL)
+		evconnlistener_free(l->lb_lis);
+	free(l->lis);
+	if (l->done_ev != NULL)
+		event_free(l->done_ev);
+	if (l->drain_ev != NULL)
+		event_free(l->drain_ev);
+	sigv4_cache_free(l->cache);
+	if (l->base != NULL)
+		event_base_free(l->base);
+	pthread_mutex_destroy(&l->done_lock);
+}
+
+/* ---------------------------------------------------------------- listeners */
+
+static int
+listen_one(const char *address, int port, char *err, size_t errlen)
+{
+	struct addrinfo hints, *res = NULL;
+	char portstr[8];
+	int fd = -1, one = 1, r;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	if ((r = getaddrinfo(address, portstr, &hints, &res)) != 0) {
+		snprintf(err, errlen, "%s port %d: %s", address, port,
+		    gai_strerror(r));
+		return -1;
+	}
+	fd = socket(res->ai_family, res->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    res->ai_protocol);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s port %d: socket: %s", address, port,
+		    strerror(errno));
+		goto out;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (res->ai_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+	    listen(fd, 1024) != 0) {
+		snprintf(err, errlen, "%s port %d: %s", address, port,
+		    strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+ out:
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* ---------------------------------------------------------------- signals */
+
+static void
+notify(const char *state)
+{
+#ifdef HAVE_SYSTEMD
+	sd_notify(0, state);
+#else
+	(void)state;
+#endif
+}
+
+static void
+server_reload(void)
+{
+	const struct cfg *cur = srv.snap->cfg;
+	struct cfg *cfg = NULL;
+	struct snap *s;
+	char err[1024];
+
+	notify("RELOADING=1");
+	log_info("reloading %s", cur->file);
+	if (cfg_load(cur->file, &cfg, err, sizeof(err)) != 0) {
+		log_err("reload failed, keeping the running configuration: %s",
+		    err);
+		notify("READY=1");
+		return;
+	}
+	if ((s = snap_new(cfg, err, sizeof(err))) == NULL) {
+		log_err("reload failed, keeping the running configuration: %s",
+		    err);
+		cfg_free(cfg);
+		notify("READY=1");
+		return;
+	}
+	/* settings bound at start-up: say so, keep serving */
+	if (strcmp(s->cfg->hsm.module, cur->hsm.module) != 0 ||
+	    s->cfg->hsm.ntokens != cur->hsm.ntokens ||
+	    s->cfg->hsm.sessions_per_token != cur->hsm.sessions_per_token)
+		log_warn("reload: hsm.* changes take effect after a restart");
+	if (s->cfg->nlisten != cur->nlisten ||
+	    s->cfg->worker_threads != cur->worker_threads ||
+	    s->cfg->health_listen.enabled != cur->health_listen.enabled)
+		log_warn("reload: listen, worker_threads and health_listen "
+		    "changes take effect after a restart");
+	log_configure(s->cfg->log.level, s->cfg->log.format);
+	snap_swap(s);
+	log_info("reloaded %s", cfg->file);
+	notify("READY=1");
+}
+
+static void
+drain_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	int i, busy = 0;
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	busy = atomic_load(&srv.nconns);
+	if (busy == 0 || ++srv.drain_ticks >= DRAIN_SECONDS * 10) {
+		if (busy > 0)
+			log_warn("drain: %d connections still open after %d s; "
+			    "closing them", busy, DRAIN_SECONDS);
+		for (i = 0; i < srv.nloops; i++)
+			event_base_loopbreak(srv.loops[i].base);
+		event_base_loopbreak(srv.main_base);
+		return;
+	}
+	{
+		struct timeval tv = { 0, 100000 };
+		evtimer_add(srv.drain_timer, &tv);
+	}
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct timeval tv = { 0, 100000 };
+	int i;
+
+	(void)what;
+	(void)arg;
+	if (sig == SIGHUP) {
+		if (!atomic_load(&srv.draining))
+			server_reload();
+		return;
+	}
+	if (atomic_exchange(&srv.draining, 1))
+		return;
+	notify("STOPPING=1");
+	log_info("received %s: draining (up to %d s)",
+	    sig == SIGTERM ? "SIGTERM" : "SIGINT", DRAIN_SECONDS);
+	for (i = 0; i < srv.nloops; i++)
+		event_active(srv.loops[i].drain_ev, EV_READ, 0);
+	evtimer_add(srv.drain_timer, &tv);
+}
+
+/* ---------------------------------------------------------------- run */
+
+int
+server_check(const struct cfg *cfg)
+{
+	struct tls_ctx *t = NULL;
+	struct hsm *h = NULL;
+	struct hsm_job job;
+	char err[1024];
+	size_t k, i;
+	int r = -1, bad = 0;
+
+	if (tls_ctx_new(cfg, &t, err, sizeof(err)) != 0) {
+		log_err("%s", err);
+		bad = 1;
+	}
+	tls_ctx_free(t);
+	if (hsm_new(&cfg->hsm, &h, err, sizeof(err)) != 0) {
+		log_err("%s: %s", cfg->file, err);
+		goto out;
+	}
+	for (i = 0; i < hsm_ntokens(h); i++) {
+		memset(&job, 0, sizeof(job));
+		job.op = HSM_OP_METADATA;
+		job.token = (int)i;
+		snprintf(job.label, sizeof(job.label), "%s", cfg->hsm.health_key);
+		if (hsm_run_sync(h, &job, 5000) != XERR_OK) {
+			log_err("%s: hsm.health_key: key \"%s\" on token %zu: %s "
+			    "(create it: pkcs11-tool --login --keygen --key-type "
+			    "AES:32 --label %s)", cfg->file, cfg->hsm.health_key,
+			    i, job.errmsg, cfg->hsm.health_key);
+			bad = 1;
+		}
+		for (k = 0; k < cfg->nkeystores; k++) {
+			size_t n;
+			for (n = 0; n < cfg->keystores[k].nkeys; n++) {
+				memset(&job, 0, sizeof(job));
+				job.op = HSM_OP_METADATA;
+				job.token = (int)i;
+				snprintf(job.label, sizeof(job.label), "%s",
+				    cfg->keystores[k].keys[n]);
+				if (hsm_run_sync(h, &job, 5000) != XERR_OK) {
+					log_err("%s: keystores[%zu].keys[%zu]: key "
+					    "\"%s\" on token %zu: %s", cfg->file, k,
+					    n, cfg->keystores[k].keys[n], i,
+					    job.errmsg);
+					bad = 1;
+				}
+			}
+		}
+	}
+	r = bad ? -1 : 0;
+ out:
+	hsm_free(h);
+	return r;
+}
+
+int
+server_run(struct cfg *cfg)
+{
+	struct event *sigs[4] = { NULL };
+	static const int signums[4] = { SIGTERM, SIGINT, SIGHUP, 0 };
+	struct snap *s = NULL;
+	char err[1024];
+	int i, n, rc = 1;
+	size_t k;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() != 0) {
+		log_err("libevent threading support unavailable");
+		cfg_free(cfg);
+		return 1;
+	}
+	if ((s = snap_new(cfg, err, sizeof(err))) == NULL) {
+		log_err("%s", err);
+		cfg_free(cfg);
+		return 1;
+	}
+	srv.snap = s;
+	cfg = s->cfg;
+	if ((srv.fds = calloc(cfg->nlisten, sizeof(*srv.fds))) == NULL)
+		goto out;
+	for (k = 0; k < cfg->nlisten; k++) {
+		if ((srv.fds[k] = listen_one(cfg->listen[k].address,
+		    cfg->listen[k].port, err, sizeof(err))) < 0) {
+			log_err("%s: listen[%zu]: %s", cfg->file, k, err);
+			goto out;
+		}
+		srv.nfds++;
+		log_info("listening on https://%s:%d", cfg->listen[k].address,
+		    cfg->listen[k].port);
+	}
+	if (cfg->health_listen.enabled) {
+		if ((srv.lb_fd = listen_one(cfg->health_listen.address,
+		    cfg->health_listen.port, err, sizeof(err))) < 0) {
+			log_err("%s: health_listen: %s", cfg->file, err);
+			goto out;
+		}
+		log_info("load balancer check on http://%s:%d%s",
+		    cfg->health_listen.address, cfg->health_listen.port,
+		    cfg->health_listen.path);
+	}
+	if (hsm_new(&cfg->hsm, &srv.hsm, err, sizeof(err)) != 0) {
+		log_err("%s: %s", cfg->file, err);
+		goto out;
+	}
+	if ((srv.health = health_new(srv.hsm, cfg)) == NULL) {
+		log_err("cannot start the health check");
+		goto out;
+	}
+	if ((srv.main_base = event_base_new()) == NULL ||
+	    (srv.drain_timer = evtimer_new(srv.main_base, drain_tick_cb, NULL)) == NULL)
+		goto out;
+	n = cfg->worker_threads > 0 ? cfg->worker_threads : util_ncpu();
+	if ((srv.loops = calloc((size_t)n, sizeof(*srv.loops))) == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		srv.nloops++;
+		if (loop_init(&srv.loops[i], i) != 0) {
+			log_err("cannot set up event loop %d", i);
+			goto out;
+		}
+	}
+	for (i = 0; signums[i] != 0; i++) {
+		sigs[i] = evsignal_new(srv.main_base, signums[i], signal_cb, NULL);
+		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) != 0)
+			goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if (pthread_create(&srv.loops[i].thread, NULL, loop_main,
+		    &srv.loops[i]) != 0) {
+			log_err("cannot start event loop thread %d", i);
+			n = i;
+			srv.nloops = i;
+			goto out;
+		}
+	}
+	log_info("xksproxyd %s ready: %d event loops, %zu key stores",
+	    PACKAGE_VERSION, n, cfg->nkeystores);
+	notify("READY=1");
+	event_base_dispatch(srv.main_base);
+	rc = 0;
+ out:
+	/* stop the HSM first: queued jobs are answered into the loops */
+	for (i = 0; i < srv.nloops; i++)
+		if (srv.loops[i].base != NULL)
+			event_base_loopbreak(srv.loops[i].base);
+	for (i = 0; i < srv.nloops; i++)
+		if (srv.loops[i].thread != 0)
+			pthread_join(srv.loops[i].thread, NULL);
+	health_free(srv.health);
+	srv.health = NULL;
+	hsm_free(srv.hsm);
+	srv.hsm = NULL;
+	for (i = 0; i < srv.nloops; i++)
+		loop_cleanup(&srv.loops[i]);
+	free(srv.loops);
+	for (i = 0; i < 4; i++)
+		if (sigs[i] != NULL)
+			event_free(sigs[i]);
+	if (srv.drain_timer != NULL)
+		event_free(srv.drain_timer);
+	if (srv.main_base != NULL)
+		event_base_free(srv.main_base);
+	for (k = 0; k < srv.nfds; k++)
+		close(srv.fds[k]);
+	free(srv.fds);
+	if (srv.lb_fd >= 0)
+		close(srv.lb_fd);
+	snap_put(srv.snap);
+	srv.snap = NULL;
+	if (rc == 0)
+		log_info("stopped");
+	return rc;
+}
