@@ -64,12 +64,12 @@ main(int argc, char **argv)
 			break;
 		default:
 			usage(stderr);
-			return 2;
+			return 1;
 		}
 	}
 	if (optind != argc) {
 		usage(stderr);
-		return 2;
+		return 1;
 	}
 	if (cfg_load(path, &cfg, err, sizeof(err)) != 0) {
 		log_err("%s", err);
