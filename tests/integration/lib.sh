@@ -189,3 +189,9 @@ xks_standard() {
 	LB_PORT=$(xks_free_port)
 	xks_config
 }
+
+# xks_key TOKEN LABEL HEX [attr=0|1 ...]: an AES key with exact attributes
+xks_key() {
+	_t=$1; _l=$2; _h=$3; shift 3
+	"$top_builddir/tests/p11key" "$SOFTHSM_MODULE" "$_t" "$PIN_FILE" "$_l" "$_h" "$@"
+}
