@@ -190,8 +190,10 @@ parse_header_line(char *line, struct http_request *req, const char **reason)
 static enum xerr
 check_framing(struct http_request *req, const char **reason)
 {
-	const char *cl, *conn, *te, *ex, *p;
+	const char *cl, *te, *ex, *p;
 	long long n = 0;
+	size_t i;
+	int close_tok = 0, ka_tok = 0;
 
 	if ((te = http_request_header(req, "transfer-encoding")) != NULL) {
 		*reason = "Transfer-Encoding is not supported; send Content-Length";
@@ -223,11 +225,17 @@ check_framing(struct http_request *req, const char **reason)
 			return XERR_BAD_REQUEST;
 		}
 	}
-	conn = http_request_header(req, "connection");
+	/* Connection is a list: every field line counts, and "close" wins */
+	for (i = 0; i < req->nheaders; i++) {
+		if (strcasecmp(req->headers[i].name, "connection") != 0)
+			continue;
+		close_tok |= has_token(req->headers[i].value, "close");
+		ka_tok |= has_token(req->headers[i].value, "keep-alive");
+	}
 	if (req->version_minor >= 1)
-		req->keep_alive = !(conn != NULL && has_token(conn, "close"));
+		req->keep_alive = !close_tok;
 	else
-		req->keep_alive = conn != NULL && has_token(conn, "keep-alive");
+		req->keep_alive = ka_tok && !close_tok;
 	if ((ex = http_request_header(req, "expect")) != NULL) {
 		if (strcasecmp(ex, "100-continue") != 0) {
 			*reason = "unsupported Expect";

@@ -37,7 +37,7 @@ struct http_request {
 };
 
 /*
- * Parse the head in buf[0..len) (which must end with "\r\n\r\n" or "\n\n").
+ * Parse the head in buf[0..len) (which must end with "\r\n\r\n"; every line must end in CRLF).
  * On success returns XERR_OK and fills req (req->head owns a copy).  On
  * failure returns XERR_BAD_REQUEST, XERR_HEADERS_TOO_LARGE,
  * XERR_UNSUPPORTED (Transfer-Encoding) or XERR_HTTP_VERSION, with reason

@@ -45,7 +45,12 @@ struct xks_req {
  * Parse and validate a request body for op.  Returns XERR_OK, or
  * XERR_VALIDATION (400) / XERR_UNSUPPORTED (501, a size above the
  * configured maximum) with msg (printable ASCII, < 512) naming the field
- * and the reason.  req is always safe to pass to xks_req_clear().
+ * and the reason.  req is always safe to pass to xks_req_clear().  On
+ * failure the requestMetadata strings read so far stay in req (for the
+ * log line: kmsRequestId) while every decoded buffer is already wiped.
+ * Fields are checked in a fixed order; the first failure is reported.
+ * An optional member given as JSON null counts as absent.  XERR_INTERNAL
+ * only on allocation failure.
  */
 enum xerr xks_parse_request(enum xks_op op, const char *body, size_t len,
     const struct xks_limits *lim, struct xks_req *req, char *msg,
