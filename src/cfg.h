@@ -63,7 +63,7 @@
  *  limits.max_connections int 1..1000000                            default 10000
  *  limits.max_connections_per_address int 0..1000000, 0 = no cap    default 0
  *  limits.max_plaintext_bytes int 4300..1048576                      default 4300
- *  limits.max_aad_bytes   int 8192..1048576                          default 8192
+ *  limits.max_aad_bytes   int 8192..65535                            default 8192
  *  sigv4.max_clock_skew_seconds int 1..86400                          default 300
  *  log.level              "error" | "warn" | "info" | "debug"      default "info"
  *  log.format             "text" | "json"                          default "text"
