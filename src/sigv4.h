@@ -63,6 +63,13 @@ struct sigv4_cache;
 struct sigv4_cache *sigv4_cache_new(size_t max_entries);
 /* Free a cache, wiping the keys.  NULL-safe. */
 void sigv4_cache_free(struct sigv4_cache *cache);
+/*
+ * Counters of a cache (for tests, the benchmark and metrics): lookups that
+ * found a derived key, lookups that derived one, entries in use.  Any
+ * out-pointer may be NULL; a NULL cache reports zeros.
+ */
+void sigv4_cache_stats(const struct sigv4_cache *cache,
+    unsigned long long *hits, unsigned long long *misses, size_t *entries);
 
 /*
  * Parse an Authorization header value strictly.  Returns 0 and fills *out,
