@@ -11,6 +11,7 @@ xks_key xks-a no-usage "$KEY" encrypt=0 decrypt=0
 xks_key xks-a aes128 000102030405060708090a0b0c0d0e0f
 xks_key xks-a expired "$KEY" start=20200101 end=20210101
 xks_key xks-a secret-key "$KEY"
+xks_key xks-a all-usage "$KEY" encrypt=1 decrypt=1 wrap=1 unwrap=1 sign=1 verify=1 derive=1
 xks_cert server
 xks_cred A; xks_cred B; xks_cred C
 PORT=$(xks_free_port); LB_PORT=$(xks_free_port)
@@ -29,7 +30,8 @@ call demo-key metadata "{$MD}"
 expect "metadata" 200
 expect_eq "keySpec" "$(json keySpec)" AES_256
 expect_eq "keyStatus" "$(json keyStatus)" ENABLED
-expect_eq "keyUsage (pkcs11-tool keygen: encrypt decrypt verify wrap unwrap)" "$(json keyUsage)" '["ENCRYPT", "DECRYPT", "WRAP", "UNWRAP", "VERIFY"]'
+call all-usage metadata "{$MD}"
+expect_eq "keyUsage of a key with every usage, in spec order" "$(json keyUsage)" '["ENCRYPT", "DECRYPT", "WRAP", "UNWRAP", "SIGN", "VERIFY", "DERIVE"]'
 call enc-only metadata "{$MD}"; expect_eq "encrypt-only keyUsage" "$(json keyUsage)" '["ENCRYPT"]'
 call no-usage metadata "{$MD}"; expect_eq "no-usage keyUsage" "$(json keyUsage)" '[]'
 call aes128 metadata "{$MD}"; expect_eq "AES-128 keySpec" "$(json keySpec)" AES_128
