@@ -87,6 +87,17 @@ struct conn {
 	int have_head;
 	struct op *op;
 	int close_after;
+	int tls_up;                   /* handshake finished */
+};
+
+/* A socket being closed gently: our last bytes (an alert) must reach the
+ * peer before a reset can discard them, so read and drop until EOF. */
+struct lingerer {
+	struct lingerer *next, *prev;
+	struct loop *loop;
+	struct event *ev;
+	evutil_socket_t fd;
+	uint64_t deadline_us;
 };
 
 struct loop {
@@ -104,6 +115,7 @@ struct loop {
 	struct conn *conns;
 	int nconns;
 	int draining;
+	struct lingerer *lingerers;
 };
 
 enum op_stage { ST_NONE = 0, ST_ENCRYPT, ST_VERIFY, ST_DECRYPT, ST_METADATA };
@@ -737,6 +749,60 @@ op_start(struct op *op)
 /* ---------------------------------------------------------------- connections */
 
 static void
+lingerer_free(struct lingerer *g)
+{
+	if (g->prev != NULL)
+		g->prev->next = g->next;
+	else
+		g->loop->lingerers = g->next;
+	if (g->next != NULL)
+		g->next->prev = g->prev;
+	event_free(g->ev);
+	evutil_closesocket(g->fd);
+	free(g);
+}
+
+static void
+lingerer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lingerer *g = arg;
+	char buf[4096];
+	ssize_t n;
+
+	if ((what & EV_TIMEOUT) || util_now_us() > g->deadline_us) {
+		lingerer_free(g);
+		return;
+	}
+	n = recv(fd, buf, sizeof(buf), 0);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		lingerer_free(g);
+}
+
+/* Half-close fd (ours now) and drop what the peer still sends, briefly. */
+static void
+lingerer_start(struct loop *l, evutil_socket_t fd)
+{
+	struct lingerer *g = calloc(1, sizeof(*g));
+	struct timeval tv = { LINGER_MS / 1000, (LINGER_MS % 1000) * 1000 };
+
+	if (g == NULL || (g->ev = event_new(l->base, fd, EV_READ | EV_PERSIST,
+	    lingerer_cb, g)) == NULL) {
+		free(g);
+		evutil_closesocket(fd);
+		return;
+	}
+	g->loop = l;
+	g->fd = fd;
+	g->deadline_us = util_now_us() + LINGER_MS * 1000ull;
+	shutdown(fd, SHUT_WR);
+	g->next = l->lingerers;
+	if (l->lingerers != NULL)
+		l->lingerers->prev = g;
+	l->lingerers = g;
+	event_add(g->ev, &tv);
+}
+
+static void
 conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -847,17 +913,40 @@ static void
 conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
+	SSL *ssl = c->is_lb ? NULL : bufferevent_openssl_get_ssl(c->bev);
+	char reason[160], subject[256], buf[256];
 	unsigned long e;
+	int no_cert = 0;
+	evutil_socket_t fd;
 
 	(void)bev;
-	if (what & BEV_EVENT_CONNECTED)
+	if (what & BEV_EVENT_CONNECTED) {
+		c->tls_up = 1;
 		return;
-	if (what & BEV_EVENT_ERROR) {
+	}
+	if ((what & BEV_EVENT_ERROR) && ssl != NULL) {
 		while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
-			char buf[256];
+			if (ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
+				no_cert = 1;
 			ERR_error_string_n(e, buf, sizeof(buf));
 			log_debug("TLS error from %s: %s", c->remote, buf);
 		}
+		if (tls_peer_refused(ssl, reason, sizeof(reason), subject,
+		    sizeof(subject)) || no_cert) {
+			log_fields(LOG_LVL_WARN, "client certificate refused",
+			    "remote", c->remote,
+			    "reason", no_cert ? "no client certificate" : reason,
+			    "subject", no_cert ? "-" : subject, NULL);
+		}
+	}
+	if (!c->tls_up && ssl != NULL && (what & BEV_EVENT_ERROR) &&
+	    (fd = bufferevent_getfd(c->bev)) >= 0 &&
+	    (fd = dup(fd)) >= 0) {
+		/* a failed handshake: let our alert reach the client */
+		struct loop *l = c->loop;
+		conn_close(c);
+		lingerer_start(l, fd);
+		return;
 	}
 	conn_close(c);
 }
@@ -1156,6 +1245,8 @@ loop_cleanup(struct loop *l)
 
 	while (l->conns != NULL)
 		conn_close(l->conns);
+	while (l->lingerers != NULL)
+		lingerer_free(l->lingerers);
 	for (op = l->done_head; op != NULL; op = next) {
 		next = op->next;
 		op_free(op);

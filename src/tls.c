@@ -25,9 +25,30 @@ struct tls_ctx {
 	SSL_CTX **ctxs;               /* one per tls.certificates entry */
 	X509 **leaves;                /* borrowed from ctxs, for SNI */
 	size_t nctxs;
+	char **subjects;              /* tls.client_subjects (copies) */
+	size_t nsubjects;
+};
+
+/* Why a client certificate was refused, kept with the SSL for the log. */
+struct tls_peer {
+	char reason[128];
+	char subject[256];
 };
 
 static int tls_ex_index = -1;
+static int tls_peer_index = -1;
+
+static void
+tls_peer_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+    void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
 
 /* Drain OpenSSL's error queue into err. */
 static void
@@ -83,6 +104,144 @@ tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	return SSL_TLSEXT_ERR_OK;
 }
 
+/*
+ * Match one allowed name against a certificate name: exact (case-insensitive,
+ * as DNS names are), or with "*" standing for exactly one whole label.
+ */
+static int
+tls_name_match(const char *pattern, const char *name)
+{
+	const char *p = pattern, *n = name;
+
+	while (*p != '\0') {
+		if (p[0] == '*' && (p[1] == '.' || p[1] == '\0') &&
+		    (p == pattern || p[-1] == '.')) {
+			const char *dot = strchr(n, '.');
+			size_t lab = dot != NULL ? (size_t)(dot - n) : strlen(n);
+			if (lab == 0)
+				return 0;
+			n += lab;
+			p++;
+			continue;
+		}
+		if (*n == '\0' || (*p | 0x20) != (*n | 0x20))
+			return 0;
+		p++;
+		n++;
+	}
+	return *n == '\0';
+}
+
+/* True when the leaf's CN or one of its DNS SANs is an allowed subject. */
+static int
+tls_subject_allowed(const struct tls_ctx *t, X509 *cert, char *cn, size_t cnlen)
+{
+	GENERAL_NAMES *sans;
+	X509_NAME *subj = X509_get_subject_name(cert);
+	size_t i;
+	int j, ok = 0;
+
+	cn[0] = '\0';
+	if (subj != NULL)
+		X509_NAME_get_text_by_NID(subj, NID_commonName, cn, (int)cnlen);
+	for (i = 0; i < t->nsubjects && !ok; i++)
+		if (cn[0] != '\0' && tls_name_match(t->subjects[i], cn))
+			ok = 1;
+	sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (j = 0; sans != NULL && j < sk_GENERAL_NAME_num(sans) && !ok; j++) {
+		const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, j);
+		const unsigned char *d;
+		int dl;
+		char dns[256];
+		if (g->type != GEN_DNS)
+			continue;
+		d = ASN1_STRING_get0_data(g->d.dNSName);
+		dl = ASN1_STRING_length(g->d.dNSName);
+		if (dl <= 0 || (size_t)dl >= sizeof(dns) ||
+		    memchr(d, '\0', (size_t)dl) != NULL)
+			continue;
+		memcpy(dns, d, (size_t)dl);
+		dns[dl] = '\0';
+		for (i = 0; i < t->nsubjects && !ok; i++)
+			if (tls_name_match(t->subjects[i], dns))
+				ok = 1;
+	}
+	GENERAL_NAMES_free(sans);
+	return ok;
+}
+
+static void
+tls_peer_note(SSL *ssl, const char *reason, X509 *cert)
+{
+	struct tls_peer *p = SSL_get_ex_data(ssl, tls_peer_index);
+
+	if (p == NULL) {
+		if ((p = calloc(1, sizeof(*p))) == NULL)
+			return;
+		if (SSL_set_ex_data(ssl, tls_peer_index, p) != 1) {
+			free(p);
+			return;
+		}
+	}
+	snprintf(p->reason, sizeof(p->reason), "%s", reason);
+	if (cert != NULL)
+		X509_NAME_oneline(X509_get_subject_name(cert), p->subject,
+		    sizeof(p->subject));
+}
+
+/*
+ * Every refusal is reported as X509_V_ERR_APPLICATION_VERIFICATION, which
+ * OpenSSL answers with a handshake_failure alert: the client learns that it
+ * was refused, not which check failed (the log says which).
+ */
+static int
+tls_verify_cb(int ok, X509_STORE_CTX *xs)
+{
+	SSL *ssl = X509_STORE_CTX_get_ex_data(xs,
+	    SSL_get_ex_data_X509_STORE_CTX_idx());
+	struct tls_ctx *t = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ex_index);
+	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+	char cn[256];
+
+	if (!ok) {
+		tls_peer_note(ssl, X509_verify_cert_error_string(
+		    X509_STORE_CTX_get_error(xs)), X509_STORE_CTX_get0_cert(xs));
+		X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+		return 0;
+	}
+	if (X509_STORE_CTX_get_error_depth(xs) != 0 || t == NULL)
+		return 1;
+	if (!tls_subject_allowed(t, cert, cn, sizeof(cn))) {
+		tls_peer_note(ssl, "subject not in tls.client_subjects", cert);
+		X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+		return 0;
+	}
+	return 1;
+}
+
+static int
+tls_mtls_setup(SSL_CTX *ctx, const struct cfg *cfg, char *err, size_t errlen)
+{
+	STACK_OF(X509_NAME) *names;
+	char what[512];
+
+	snprintf(what, sizeof(what), "%s: tls.client_ca_file: %s", cfg->file,
+	    cfg->tls.client_ca_file);
+	if (SSL_CTX_load_verify_locations(ctx, cfg->tls.client_ca_file,
+	    NULL) != 1 ||
+	    (names = SSL_load_client_CA_file(cfg->tls.client_ca_file)) == NULL) {
+		tls_err(err, errlen, what);
+		return -1;
+	}
+	SSL_CTX_set_client_CA_list(ctx, names);
+	/* the client certificate must be fit for TLS client authentication */
+	SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+	    tls_verify_cb);
+	SSL_CTX_set_verify_depth(ctx, 8);
+	return 0;
+}
+
 static SSL_CTX *
 tls_ctx_one(const struct cfg *cfg, size_t i, struct tls_ctx *t, char *err,
     size_t errlen)
@@ -128,6 +287,9 @@ tls_ctx_one(const struct cfg *cfg, size_t i, struct tls_ctx *t, char *err,
 		    what, c->certificate_file);
 		goto out;
 	}
+	if (cfg->tls.client_ca_file != NULL &&
+	    tls_mtls_setup(ctx, cfg, err, errlen) != 0)
+		goto out;
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"xksproxy", 8);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_cb);
@@ -150,11 +312,28 @@ tls_ctx_new(const struct cfg *cfg, struct tls_ctx **out, char *err,
 	*out = NULL;
 	if (tls_ex_index < 0)
 		tls_ex_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (tls_peer_index < 0)
+		tls_peer_index = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+		    tls_peer_free);
 	if ((t = calloc(1, sizeof(*t))) == NULL ||
 	    (t->ctxs = calloc(cfg->tls.ncertificates, sizeof(*t->ctxs))) == NULL ||
 	    (t->leaves = calloc(cfg->tls.ncertificates, sizeof(*t->leaves))) == NULL) {
 		snprintf(err, errlen, "out of memory");
 		goto out;
+	}
+	if (cfg->tls.nclient_subjects > 0) {
+		if ((t->subjects = calloc(cfg->tls.nclient_subjects,
+		    sizeof(*t->subjects))) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			goto out;
+		}
+		for (i = 0; i < cfg->tls.nclient_subjects; i++) {
+			if ((t->subjects[i] = strdup(cfg->tls.client_subjects[i])) == NULL) {
+				snprintf(err, errlen, "out of memory");
+				goto out;
+			}
+			t->nsubjects++;
+		}
 	}
 	for (i = 0; i < cfg->tls.ncertificates; i++) {
 		if ((t->ctxs[i] = tls_ctx_one(cfg, i, t, err, errlen)) == NULL)
@@ -189,7 +368,25 @@ tls_ctx_free(struct tls_ctx *t)
 		return;
 	for (i = 0; i < t->nctxs; i++)
 		SSL_CTX_free(t->ctxs[i]);
+	for (i = 0; i < t->nsubjects; i++)
+		free(t->subjects[i]);
+	free(t->subjects);
 	free(t->ctxs);
 	free(t->leaves);
 	free(t);
+}
+
+int
+tls_peer_refused(SSL *ssl, char *reason, size_t reasonlen, char *subject,
+    size_t subjectlen)
+{
+	struct tls_peer *p = tls_peer_index < 0 ? NULL :
+	    SSL_get_ex_data(ssl, tls_peer_index);
+
+	if (p == NULL)
+		return 0;
+	snprintf(reason, reasonlen, "%s", p->reason);
+	snprintf(subject, subjectlen, "%s", p->subject[0] != '\0' ?
+	    p->subject : "-");
+	return 1;
 }

@@ -27,6 +27,13 @@ int tls_ctx_new(const struct cfg *cfg, struct tls_ctx **out, char *err,
 /* A new server SSL for a connection, or NULL (OpenSSL errors logged). */
 SSL *tls_ssl_new(struct tls_ctx *t);
 
+/*
+ * After a failed handshake: when the client certificate was refused, fill
+ * reason and subject and return 1; else return 0.
+ */
+int tls_peer_refused(SSL *ssl, char *reason, size_t reasonlen, char *subject,
+    size_t subjectlen);
+
 /* Free.  NULL-safe.  SSLs already created stay valid. */
 void tls_ctx_free(struct tls_ctx *t);
 

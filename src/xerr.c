@@ -25,7 +25,7 @@ static const struct {
 	[XERR_UNSUPPORTED] = { 501, "UnsupportedOperationException" },
 	[XERR_HTTP_VERSION] = { 505, "UnsupportedOperationException" },
 	[XERR_DEPENDENCY_TIMEOUT] = { 503, "DependencyTimeoutException" },
-	[XERR_UNAVAILABLE] = { 503, "InternalException" },
+	[XERR_UNAVAILABLE] = { 500, "InternalException" },
 };
 
 int

@@ -27,7 +27,7 @@ enum xerr {
 	XERR_UNSUPPORTED,         /* 501 UnsupportedOperationException */
 	XERR_HTTP_VERSION,        /* 505 HTTP version not supported */
 	XERR_DEPENDENCY_TIMEOUT,  /* 503 DependencyTimeoutException */
-	XERR_UNAVAILABLE,         /* 503 service shutting down / unhealthy */
+	XERR_UNAVAILABLE,         /* 500 InternalException: no HSM token can serve */
 	XERR__MAX
 };
 

@@ -5,8 +5,8 @@
  * into two tokens).
  *
  *   p11key MODULE TOKEN-LABEL PIN-FILE KEY-LABEL HEX-VALUE [ATTR=0|1 ...]
- * ATTR: encrypt decrypt wrap unwrap sign verify derive (default: encrypt=1
- * decrypt=1, the others 0).  Also start=YYYYMMDD end=YYYYMMDD.
+ * ATTR: encrypt decrypt wrap unwrap sign verify derive private (default:
+ * encrypt=1 decrypt=1 private=1, the others 0).  Also start=YYYYMMDD end=YYYYMMDD.
  */
 #include "config.h"
 
@@ -40,11 +40,11 @@ int
 main(int argc, char **argv)
 {
 	static const char *names[] = { "encrypt", "decrypt", "wrap", "unwrap",
-	    "sign", "verify", "derive" };
+	    "sign", "verify", "derive", "private" };
 	static const CK_ATTRIBUTE_TYPE types[] = { CKA_ENCRYPT, CKA_DECRYPT,
-	    CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE };
-	CK_BBOOL flags[7] = { CK_TRUE, CK_TRUE, CK_FALSE, CK_FALSE, CK_FALSE,
-	    CK_FALSE, CK_FALSE };
+	    CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE, CKA_PRIVATE };
+	CK_BBOOL flags[8] = { CK_TRUE, CK_TRUE, CK_FALSE, CK_FALSE, CK_FALSE,
+	    CK_FALSE, CK_FALSE, CK_TRUE };
 	CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
 	CK_KEY_TYPE kt = CKK_AES;
@@ -85,14 +85,14 @@ main(int argc, char **argv)
 			have_end = 1;
 			continue;
 		}
-		for (j = 0; j < 7; j++) {
+		for (j = 0; j < 8; j++) {
 			size_t l = strlen(names[j]);
 			if (strncmp(argv[k], names[j], l) == 0 && argv[k][l] == '=') {
 				flags[j] = argv[k][l + 1] == '1' ? CK_TRUE : CK_FALSE;
 				break;
 			}
 		}
-		if (j == 7) {
+		if (j == 8) {
 			fprintf(stderr, "unknown attribute %s\n", argv[k]);
 			return 2;
 		}
@@ -135,12 +135,11 @@ main(int argc, char **argv)
 	ATTR(CKA_CLASS, &cls, sizeof(cls));
 	ATTR(CKA_KEY_TYPE, &kt, sizeof(kt));
 	ATTR(CKA_TOKEN, &yes, sizeof(yes));
-	ATTR(CKA_PRIVATE, &yes, sizeof(yes));
 	ATTR(CKA_SENSITIVE, &yes, sizeof(yes));
 	ATTR(CKA_EXTRACTABLE, &no, sizeof(no));
 	ATTR(CKA_LABEL, argv[4], strlen(argv[4]));
 	ATTR(CKA_VALUE, value, vlen);
-	for (j = 0; j < 7; j++)
+	for (j = 0; j < 8; j++)
 		ATTR(types[j], &flags[j], sizeof(CK_BBOOL));
 	if (have_start)
 		ATTR(CKA_START_DATE, &start, sizeof(start));

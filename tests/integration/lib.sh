@@ -85,7 +85,7 @@ xks_start() {
 	${XKS_VALGRIND:-} "$XKSPROXYD" -c "$conf" $extra >>"$T/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	i=0
-	while ! curl -sk -o /dev/null "https://127.0.0.1:$PORT/" 2>/dev/null; do
+	while ! grep -q ' ready: ' "$T/daemon.log" 2>/dev/null; do
 		i=$((i + 1))
 		if [ $i -gt 100 ] || ! kill -0 "$DAEMON_PID" 2>/dev/null; then
 			echo "FAIL: daemon did not start"; cat "$T/daemon.log"; exit 1
@@ -156,7 +156,7 @@ xks_config() {
   "listen": [{ "address": "127.0.0.1", "port": $PORT }],
   "worker_threads": 2,
   "tls": { "certificates": [{ "certificate_file": "$T/server.pem",
-                              "private_key_file": "$T/server.key" }] },
+                              "private_key_file": "$T/server.key" }]${TLS_EXTRA:-} },
   "health_listen": { "address": "127.0.0.1", "port": $LB_PORT, "path": "/ping" },
   "hsm": { "module": "${HSM_MODULE:-$SOFTHSM_MODULE}", "tokens": [${HSM_TOKENS:-"\"pkcs11:token=xks-a\""}],
            "pin_file": "$PIN_FILE", "sessions_per_token": 2,

@@ -9,7 +9,8 @@ xks_key xks-a enc-only "$KEY" encrypt=1 decrypt=0
 xks_key xks-a dec-only "$KEY" encrypt=0 decrypt=1
 xks_key xks-a no-usage "$KEY" encrypt=0 decrypt=0
 xks_key xks-a aes128 000102030405060708090a0b0c0d0e0f
-xks_key xks-a expired "$KEY" start=20200101 end=20210101
+# SoftHSMv2 2.6 cannot read the dates of a private object back: a public one
+xks_key xks-a expired "$KEY" start=20200101 end=20210101 private=0
 xks_key xks-a secret-key "$KEY"
 xks_key xks-a all-usage "$KEY" encrypt=1 decrypt=1 wrap=1 unwrap=1 sign=1 verify=1 derive=1
 xks_cert server
