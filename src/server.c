@@ -63,6 +63,19 @@ struct snap {
 struct loop;
 struct op;
 
+/* A remote address as a key: 16 bytes (IPv4 mapped into IPv6). */
+struct addr_key {
+	unsigned char b[16];
+};
+
+/* Connections per remote address: a small chained hash table. */
+#define ADDR_BUCKETS 1024
+struct addr_count {
+	struct addr_count *next;
+	struct addr_key key;
+	int count;
+};
+
 enum conn_state {
 	C_HEAD = 0,   /* handshake, or reading a request head */
 	C_BODY,       /* reading the body */
@@ -88,6 +101,8 @@ struct conn {
 	struct op *op;
 	int close_after;
 	int tls_up;                   /* handshake finished */
+	struct addr_key akey;         /* remote address, for the per-address cap */
+	int counted;                  /* akey is counted in the address table */
 };
 
 /* A socket being closed gently: our last bytes (an alert) must reach the
@@ -165,11 +180,18 @@ static struct server {
 	struct event_base *main_base;
 	struct event *drain_timer;
 	int drain_ticks;
-} srv = { .snap_lock = PTHREAD_MUTEX_INITIALIZER, .lb_fd = -1 };
+	pthread_mutex_t addr_lock;
+	struct addr_count *addrs[ADDR_BUCKETS];
+} srv = {
+	.snap_lock = PTHREAD_MUTEX_INITIALIZER,
+	.addr_lock = PTHREAD_MUTEX_INITIALIZER,
+	.lb_fd = -1,
+};
 
 static void conn_process(struct conn *c);
 static void conn_close(struct conn *c);
 static void op_free(struct op *op);
+static void addr_release(const struct addr_key *k);
 
 /* ---------------------------------------------------------------- snapshots */
 
@@ -849,6 +871,8 @@ conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	l->nconns--;
 	atomic_fetch_sub(&srv.nconns, 1);
+	if (c->counted)
+		addr_release(&c->akey);
 	snap_put(c->tls_snap);
 	free(c);
 	if (l->draining && l->nconns == 0)
@@ -1052,16 +1076,104 @@ conn_process(struct conn *c)
 	}
 }
 
-/* Close the idlest keep-alive connection of this loop; 0 if there was one. */
-static int
-loop_shed_idlest(struct loop *l)
+static void
+addr_key_of(const struct sockaddr *sa, struct addr_key *k)
 {
-	struct conn *c, *best = NULL;
+	memset(k, 0, sizeof(*k));
+	if (sa->sa_family == AF_INET6) {
+		memcpy(k->b, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+	} else if (sa->sa_family == AF_INET) {
+		k->b[10] = 0xff;
+		k->b[11] = 0xff;
+		memcpy(k->b + 12, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+	}
+}
 
-	for (c = l->conns; c != NULL; c = c->next)
+static unsigned
+addr_hash(const struct addr_key *k)
+{
+	unsigned h = 2166136261u;
+	size_t i;
+
+	for (i = 0; i < sizeof(k->b); i++)
+		h = (h ^ k->b[i]) * 16777619u;
+	return h % ADDR_BUCKETS;
+}
+
+/*
+ * Count one more connection from k unless that would exceed limit (0: no
+ * limit).  Returns 0 when counted, -1 when the address is at its limit or
+ * on allocation failure.
+ */
+static int
+addr_take(const struct addr_key *k, int limit)
+{
+	struct addr_count *a;
+	unsigned h = addr_hash(k);
+	int r = -1;
+
+	pthread_mutex_lock(&srv.addr_lock);
+	for (a = srv.addrs[h]; a != NULL; a = a->next)
+		if (memcmp(&a->key, k, sizeof(*k)) == 0)
+			break;
+	if (a == NULL) {
+		if ((a = calloc(1, sizeof(*a))) == NULL)
+			goto out;
+		a->key = *k;
+		a->next = srv.addrs[h];
+		srv.addrs[h] = a;
+	}
+	if (limit > 0 && a->count >= limit)
+		goto out;
+	a->count++;
+	r = 0;
+ out:
+	pthread_mutex_unlock(&srv.addr_lock);
+	return r;
+}
+
+static void
+addr_release(const struct addr_key *k)
+{
+	struct addr_count *a, **pp;
+	unsigned h = addr_hash(k);
+
+	pthread_mutex_lock(&srv.addr_lock);
+	for (pp = &srv.addrs[h]; (a = *pp) != NULL; pp = &a->next) {
+		if (memcmp(&a->key, k, sizeof(*k)) != 0)
+			continue;
+		if (--a->count <= 0) {
+			*pp = a->next;
+			free(a);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&srv.addr_lock);
+}
+
+/*
+ * Make room: close the idlest keep-alive connection of this loop (only from
+ * address k when k is not NULL), or else the oldest one that has not sent a
+ * complete request head yet (a slow or stuck client).  0 if one was closed.
+ * Connections of other loops are not touched (they belong to other threads).
+ */
+static int
+loop_shed_idlest(struct loop *l, const struct addr_key *k)
+{
+	struct conn *c, *best = NULL, *slow = NULL;
+
+	for (c = l->conns; c != NULL; c = c->next) {
+		if (k != NULL && memcmp(&c->akey, k, sizeof(*k)) != 0)
+			continue;
 		if (c->state == C_IDLE &&
 		    (best == NULL || c->last_active_us < best->last_active_us))
 			best = c;
+		if (c->state == C_HEAD && !c->have_head &&
+		    (slow == NULL || c->last_active_us < slow->last_active_us))
+			slow = c;
+	}
+	if (best == NULL)
+		best = slow;
 	if (best == NULL)
 		return -1;
 	log_debug("connection limit: closing idle connection from %s",
@@ -1077,21 +1189,36 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 	struct snap *s = snap_get();
 	SSL *ssl = NULL;
 	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-	int one = 1;
+	struct addr_key k;
+	int one = 1, per = s->cfg->limits.max_connections_per_address;
 
+	getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+	    sizeof(struct sockaddr_in), host, sizeof(host), port, sizeof(port),
+	    NI_NUMERICHOST | NI_NUMERICSERV);
 	if (atomic_load(&srv.nconns) >= s->cfg->limits.max_connections &&
-	    loop_shed_idlest(l) != 0) {
-		log_warn("limits.max_connections reached: refusing a connection");
+	    loop_shed_idlest(l, NULL) != 0) {
+		log_warn("limits.max_connections reached: refusing a connection "
+		    "from %s", host);
+		evutil_closesocket(fd);
+		snap_put(s);
+		return;
+	}
+	addr_key_of(sa, &k);
+	if (addr_take(&k, per) != 0 &&
+	    (loop_shed_idlest(l, &k) != 0 || addr_take(&k, per) != 0)) {
+		log_warn("limits.max_connections_per_address reached: refusing a "
+		    "connection from %s", host);
 		evutil_closesocket(fd);
 		snap_put(s);
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		addr_release(&k);
 		goto fail;
-	getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-	    sizeof(struct sockaddr_in), host, sizeof(host), port, sizeof(port),
-	    NI_NUMERICHOST | NI_NUMERICSERV);
+	}
+	c->akey = k;
+	c->counted = 1;
 	snprintf(c->remote, sizeof(c->remote), "%s:%s", host, port);
 	c->loop = l;
 	c->tls_snap = s;
@@ -1111,9 +1238,11 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 		goto fail;
 	}
 	if ((c->timer = evtimer_new(l->base, conn_timer_cb, c)) == NULL) {
-		bufferevent_free(c->bev);
+		bufferevent_free(c->bev);   /* closes fd */
+		addr_release(&c->akey);
 		free(c);
 		snap_put(s);
+		log_err("cannot set up a connection: out of memory");
 		return;
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
@@ -1131,6 +1260,8 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
  fail:
 	log_err("cannot set up a connection: out of memory");
 	evutil_closesocket(fd);
+	if (c != NULL && c->counted)
+		addr_release(&c->akey);
 	free(c);
 	snap_put(s);
 }
