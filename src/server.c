@@ -60,6 +60,20 @@ struct snap {
 	struct xks_limits xlim;
 };
 
+/*
+ * The HSM side: a worker pool and its health task.  An op holds the
+ * backend it started on; a reload that changes hsm.* or health.* builds a
+ * new backend beside the old one, and the main thread frees the old one
+ * once no op holds it (never an event loop: hsm_free joins threads).
+ */
+struct backend {
+	atomic_int refs;              /* ops using it (+1 while current) */
+	struct hsm *hsm;
+	struct health *health;
+	struct backend *next;         /* retired list */
+	char fingerprint[4096];       /* the settings it was built from */
+};
+
 struct loop;
 struct op;
 
@@ -140,6 +154,7 @@ struct op {
 	struct conn *conn;            /* NULL once the client went away */
 	struct loop *loop;
 	struct snap *snap;
+	struct backend *be;
 	struct route route;
 	struct http_request req;
 	unsigned char *body;
@@ -173,8 +188,9 @@ static struct server {
 	int *fds;
 	size_t nfds;
 	int lb_fd;
-	struct hsm *hsm;
-	struct health *health;
+	struct backend *be;           /* current, under snap_lock */
+	struct backend *retired;      /* main thread only */
+	struct event *retire_timer;
 	atomic_int nconns;
 	atomic_int draining;
 	struct event_base *main_base;
@@ -283,17 +299,99 @@ snap_put(struct snap *s)
 		snap_free(s);
 }
 
-/* Install s as the current snapshot; the old one lives on while used. */
+/* ---------------------------------------------------------------- backends */
+
+/* What a backend is built from; equal fingerprints share a backend. */
 static void
-snap_swap(struct snap *s)
+backend_fingerprint(const struct cfg *cfg, char *out, size_t len)
 {
-	struct snap *old;
+	const struct cfg_hsm *h = &cfg->hsm;
+	size_t i, o;
+
+	o = (size_t)snprintf(out, len, "%s|%s|%s|%d|%s|%d|%d|%d|%d|%d|",
+	    h->module, h->pin_file != NULL ? h->pin_file : "-",
+	    h->pin_env != NULL ? h->pin_env : "-", h->sessions_per_token,
+	    h->health_key, (int)h->iv, h->timeout_ms, h->queue_size,
+	    cfg->health.interval_seconds, cfg->health.degraded_ms);
+	for (i = 0; i < h->ntokens && o < len; i++)
+		o += (size_t)snprintf(out + o, len - o, "%s|", h->tokens[i]);
+}
+
+static void
+backend_free(struct backend *be)
+{
+	if (be == NULL)
+		return;
+	health_free(be->health);
+	hsm_free(be->hsm);
+	free(be);
+}
+
+/* Build a backend (blocking: main thread only).  NULL with err on failure. */
+static struct backend *
+backend_new(const struct cfg *cfg, char *err, size_t errlen)
+{
+	struct backend *be = calloc(1, sizeof(*be));
+
+	if (be == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	atomic_init(&be->refs, 1);
+	backend_fingerprint(cfg, be->fingerprint, sizeof(be->fingerprint));
+	if (hsm_new(&cfg->hsm, &be->hsm, err, errlen) != 0) {
+		backend_free(be);
+		return NULL;
+	}
+	if ((be->health = health_new(be->hsm, cfg)) == NULL) {
+		snprintf(err, errlen, "cannot start the health check");
+		backend_free(be);
+		return NULL;
+	}
+	return be;
+}
+
+static struct backend *
+backend_get(void)
+{
+	struct backend *be;
 
 	pthread_mutex_lock(&srv.snap_lock);
-	old = srv.snap;
-	srv.snap = s;
+	be = srv.be;
+	if (be != NULL)
+		atomic_fetch_add(&be->refs, 1);
 	pthread_mutex_unlock(&srv.snap_lock);
-	snap_put(old);
+	return be;
+}
+
+/* Drop a reference; the main thread frees retired backends. */
+static void
+backend_put(struct backend *be)
+{
+	if (be != NULL)
+		atomic_fetch_sub(&be->refs, 1);
+}
+
+/* Main thread: free retired backends that no op holds any more. */
+static void
+backend_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct backend **pp = &srv.retired, *be;
+	struct timeval tv = { 0, 200000 };
+
+	(void)fd;
+	(void)what;
+	(void)arg;
+	while ((be = *pp) != NULL) {
+		if (atomic_load(&be->refs) == 0) {
+			*pp = be->next;
+			log_info("reload: old HSM pool retired");
+			backend_free(be);
+		} else
+			pp = &be->next;
+	}
+	if (srv.retired != NULL)
+		evtimer_add(srv.retire_timer, &tv);
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -369,6 +467,7 @@ op_free(struct op *op)
 	wipe_free(op->body, op->body_len);
 	http_request_clear(&op->req);
 	snap_put(op->snap);
+	backend_put(op->be);
 	wipe(op, sizeof(*op));
 	free(op);
 }
@@ -386,9 +485,9 @@ op_finish(struct op *op, int status, const char *extra, char *body,
 	snprintf(st, sizeof(st), "%d", status);
 	snprintf(lat, sizeof(lat), "%llu",
 	    (unsigned long long)(util_now_us() - c->req_start_us));
-	if (op->token >= 0 && srv.hsm != NULL &&
-	    (size_t)op->token < hsm_ntokens(srv.hsm)) {
-		hsm_token_info(srv.hsm, (size_t)op->token, &ti);
+	if (op->token >= 0 && op->be != NULL &&
+	    (size_t)op->token < hsm_ntokens(op->be->hsm)) {
+		hsm_token_info(op->be->hsm, (size_t)op->token, &ti);
 		token = ti.id;
 	} else if (op->token >= 0) {
 		snprintf(tok, sizeof(tok), "%d", op->token);
@@ -468,10 +567,10 @@ op_submit(struct op *op, enum hsm_op hop, const unsigned char *in,
 		j->iv_len = op->iv_len;
 		memcpy(j->tag, op->tag, HSM_TAG_LEN);
 	}
-	if (srv.hsm == NULL)
+	if (op->be == NULL)
 		e = XERR_UNAVAILABLE;
 	else
-		e = hsm_submit(srv.hsm, j);
+		e = hsm_submit(op->be->hsm, j);
 	if (e != XERR_OK)
 		op_error(op, e, e == XERR_THROTTLING ?
 		    "too many requests waiting for the HSM" :
@@ -609,8 +708,8 @@ op_health(struct op *op)
 	size_t n = 0, len = 0;
 	char *body;
 
-	if (srv.health != NULL)
-		n = health_get(srv.health, ents, HEALTH_MAX_ENTRIES);
+	if (op->be != NULL)
+		n = health_get(op->be->health, ents, HEALTH_MAX_ENTRIES);
 	body = xks_health_body(cfg->health.fleet_size, cfg->health.proxy_vendor,
 	    cfg->health.proxy_model, cfg->health.ekm_vendor, ents, n, &len);
 	if (body == NULL) {
@@ -626,7 +725,7 @@ static void
 op_lb(struct op *op)
 {
 	struct conn *c = op->conn;
-	int ok = srv.health != NULL && health_serving(srv.health);
+	int ok = op->be != NULL && health_serving(op->be->health);
 	const char *body = ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}";
 
 	c->op = NULL;
@@ -1060,6 +1159,7 @@ conn_process(struct conn *c)
 		op->loop = c->loop;
 		op->token = -1;
 		op->snap = snap_get();
+		op->be = backend_get();
 		/* the op works on its own copy of the head; the conn keeps the
 		 * flags it needs for the response */
 		op->req = c->req;
@@ -1452,13 +1552,38 @@ notify(const char *state)
 #endif
 }
 
+/* True when the listening sockets a cfg asks for differ from cur's. */
+static int
+listeners_differ(const struct cfg *a, const struct cfg *b)
+{
+	size_t i;
+
+	if (a->nlisten != b->nlisten || a->worker_threads != b->worker_threads ||
+	    a->health_listen.enabled != b->health_listen.enabled)
+		return 1;
+	for (i = 0; i < a->nlisten; i++)
+		if (strcmp(a->listen[i].address, b->listen[i].address) != 0 ||
+		    a->listen[i].port != b->listen[i].port)
+			return 1;
+	return a->health_listen.enabled &&
+	    (strcmp(a->health_listen.address, b->health_listen.address) != 0 ||
+	    a->health_listen.port != b->health_listen.port);
+}
+
+/*
+ * SIGHUP, on the main thread (never an event loop): build a complete new
+ * snapshot -- and a new HSM pool when hsm.* or health.* changed -- and
+ * swap it in only when all of it is valid.
+ */
 static void
 server_reload(void)
 {
 	const struct cfg *cur = srv.snap->cfg;
+	struct backend *nbe = NULL, *oldbe = NULL;
+	struct snap *s, *old;
 	struct cfg *cfg = NULL;
-	struct snap *s;
-	char err[1024];
+	char err[1024], fp[sizeof(nbe->fingerprint)];
+	struct timeval now = { 0, 0 };
 
 	notify("RELOADING=1");
 	log_info("reloading %s", cur->file);
@@ -1475,19 +1600,39 @@ server_reload(void)
 		notify("READY=1");
 		return;
 	}
-	/* settings bound at start-up: say so, keep serving */
-	if (strcmp(s->cfg->hsm.module, cur->hsm.module) != 0 ||
-	    s->cfg->hsm.ntokens != cur->hsm.ntokens ||
-	    s->cfg->hsm.sessions_per_token != cur->hsm.sessions_per_token)
-		log_warn("reload: hsm.* changes take effect after a restart");
-	if (s->cfg->nlisten != cur->nlisten ||
-	    s->cfg->worker_threads != cur->worker_threads ||
-	    s->cfg->health_listen.enabled != cur->health_listen.enabled)
+	backend_fingerprint(s->cfg, fp, sizeof(fp));
+	if (strcmp(fp, srv.be->fingerprint) != 0) {
+		log_info("reload: hsm/health settings changed: starting a new "
+		    "HSM pool beside the running one");
+		if ((nbe = backend_new(s->cfg, err, sizeof(err))) == NULL) {
+			log_err("reload failed, keeping the running configuration: "
+			    "%s: %s", s->cfg->file, err);
+			snap_put(s);
+			notify("READY=1");
+			return;
+		}
+	}
+	if (listeners_differ(s->cfg, cur))
 		log_warn("reload: listen, worker_threads and health_listen "
-		    "changes take effect after a restart");
+		    "address/port changes take effect after a restart");
 	log_configure(s->cfg->log.level, s->cfg->log.format);
-	snap_swap(s);
-	log_info("reloaded %s", cfg->file);
+	pthread_mutex_lock(&srv.snap_lock);
+	old = srv.snap;
+	srv.snap = s;
+	if (nbe != NULL) {
+		oldbe = srv.be;
+		srv.be = nbe;
+	}
+	pthread_mutex_unlock(&srv.snap_lock);
+	snap_put(old);
+	if (oldbe != NULL) {
+		/* requests in flight finish on the old pool; then it goes */
+		backend_put(oldbe);
+		oldbe->next = srv.retired;
+		srv.retired = oldbe;
+		evtimer_add(srv.retire_timer, &now);
+	}
+	log_info("reloaded %s", s->cfg->file);
 	notify("READY=1");
 }
 
@@ -1640,16 +1785,13 @@ server_run(struct cfg *cfg)
 		    cfg->health_listen.address, cfg->health_listen.port,
 		    cfg->health_listen.path);
 	}
-	if (hsm_new(&cfg->hsm, &srv.hsm, err, sizeof(err)) != 0) {
+	if ((srv.be = backend_new(cfg, err, sizeof(err))) == NULL) {
 		log_err("%s: %s", cfg->file, err);
 		goto out;
 	}
-	if ((srv.health = health_new(srv.hsm, cfg)) == NULL) {
-		log_err("cannot start the health check");
-		goto out;
-	}
 	if ((srv.main_base = event_base_new()) == NULL ||
-	    (srv.drain_timer = evtimer_new(srv.main_base, drain_tick_cb, NULL)) == NULL)
+	    (srv.drain_timer = evtimer_new(srv.main_base, drain_tick_cb, NULL)) == NULL ||
+	    (srv.retire_timer = evtimer_new(srv.main_base, backend_reap, NULL)) == NULL)
 		goto out;
 	n = cfg->worker_threads > 0 ? cfg->worker_threads : util_ncpu();
 	if ((srv.loops = calloc((size_t)n, sizeof(*srv.loops))) == NULL)
@@ -1681,17 +1823,21 @@ server_run(struct cfg *cfg)
 	event_base_dispatch(srv.main_base);
 	rc = 0;
  out:
-	/* stop the HSM first: queued jobs are answered into the loops */
+	/* stop the loops, then the HSM pools: jobs still queued are answered
+	 * into the stopped loops' completion lists and freed with them */
 	for (i = 0; i < srv.nloops; i++)
 		if (srv.loops[i].base != NULL)
 			event_base_loopbreak(srv.loops[i].base);
 	for (i = 0; i < srv.nloops; i++)
 		if (srv.loops[i].thread != 0)
 			pthread_join(srv.loops[i].thread, NULL);
-	health_free(srv.health);
-	srv.health = NULL;
-	hsm_free(srv.hsm);
-	srv.hsm = NULL;
+	while (srv.retired != NULL) {
+		struct backend *be = srv.retired;
+		srv.retired = be->next;
+		backend_free(be);
+	}
+	backend_free(srv.be);
+	srv.be = NULL;
 	for (i = 0; i < srv.nloops; i++)
 		loop_cleanup(&srv.loops[i]);
 	free(srv.loops);
@@ -1700,6 +1846,8 @@ server_run(struct cfg *cfg)
 			event_free(sigs[i]);
 	if (srv.drain_timer != NULL)
 		event_free(srv.drain_timer);
+	if (srv.retire_timer != NULL)
+		event_free(srv.retire_timer);
 	if (srv.main_base != NULL)
 		event_base_free(srv.main_base);
 	for (k = 0; k < srv.nfds; k++)

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Reload without downtime: while curl streams requests signed with credential
 # A (keep-alive and fresh connections), 20 SIGHUP reloads add and remove
-# credential B and an alias path.  Zero failed requests allowed.  Then: a
+# credential B and an alias path, and change hsm.sessions_per_token (a new
+# HSM pool is built beside the running one each time).  Zero failed requests allowed.  Then: a
 # broken config keeps the old one serving, a removed credential is refused,
 # an alias path is served, a new certificate is served.
 . "${top_srcdir:-$(dirname "$0")/../..}/tests/integration/lib.sh"
@@ -40,12 +41,13 @@ cp "$T/xksproxy.conf" "$T/base.conf"
 i=0
 while [ $i -lt 20 ]; do
 	if [ $((i % 2)) -eq 0 ]; then
-		# version without B, with an alias path
+		# version without B, with an alias path, and a new HSM pool size
 		python3 - "$T/base.conf" "$T/xksproxy.conf" <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
 s = re.sub(r',\s*\{ "access_key_id": "[A-Z2-7]+", "secret_access_key": "[^"]+" \}\s*\]', ' ]', s, count=1)
 s = s.replace('"/example/kms/xks/v1"', '"/example/kms/xks/v1", "/alias/kms/xks/v1"')
+s = s.replace('"sessions_per_token": 2', '"sessions_per_token": 3')
 open(sys.argv[2], 'w').write(s)
 PY
 	else
@@ -62,6 +64,9 @@ echo "# $total requests during 20 reloads, $bad not 200"
 [ "$total" -gt 200 ] && ok "stream ran ($total requests)" || not_ok "too few requests: $total"
 expect_eq "failed or reset requests during 20 reloads" "$bad" 0
 expect_eq "reloads logged" "$(grep -c 'reloaded ' "$T/daemon.log")" 20
+expect_eq "HSM pools rebuilt beside the running one" "$(grep -c 'starting a new HSM pool' "$T/daemon.log")" 20
+[ "$(grep -c 'old HSM pool retired' "$T/daemon.log")" -ge 19 ] && ok "old HSM pools retired" ||
+    not_ok "old HSM pools retired: $(grep -c 'old HSM pool retired' "$T/daemon.log")"
 
 # last version is base (B present, no alias); switch to the alias version
 python3 - "$T/base.conf" "$T/xksproxy.conf" <<'PY'
