@@ -89,15 +89,19 @@ cfg_path_pop(struct cfg_ctx *c, size_t mark)
 static int
 cfg_fail(struct cfg_ctx *c, const char *fmt, ...)
 {
-	char reason[512];
+	char reason[512], line[2048];
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	if (c->err != NULL && c->errlen > 0)
-		snprintf(c->err, c->errlen, "%s: %s: %s", c->file,
+	if (c->err != NULL && c->errlen > 0) {
+		snprintf(line, sizeof(line), "%s: %s: %s", c->file,
 		    c->pathlen > 0 ? c->path : "top level", reason);
+		/* key names and values come from the file: keep the message
+		 * one printable line (no log injection) */
+		util_sanitize(line, strlen(line), c->err, c->errlen);
+	}
 	return -1;
 }
 

@@ -59,6 +59,8 @@ driver_run_stream(FILE *f, const char *name)
 	if (len > 0)
 		memcpy(nbuf, buf, len);
 	free(buf);
+	/* in the test's log: the input a crash happened on is the last named */
+	fprintf(stderr, "replay: %s (%zu bytes)\n", name, len);
 	LLVMFuzzerTestOneInput(nbuf, len);
 	free(nbuf);
 	driver_count++;

@@ -915,6 +915,46 @@ test_secret_inline(void **state)
 	}
 }
 
+/* Regression: a FIFO as a secret file must fail at once, not hang the load. */
+static void
+test_secret_fifo(void **state)
+{
+	char k[1024], expect[1024], *text;
+	const char *ff = tpath("fifo");
+
+	(void)state;
+	unlink(ff);
+	assert_int_equal(mkfifo(ff, 0600), 0);
+	snprintf(k, sizeof(k), K_CRED("\"access_key_id\": \"" AKID1
+	    "\", \"secret_access_key_file\": \"%s\""), ff);
+	text = build(NULL, NULL, NULL, k, NULL);
+	snprintf(expect, sizeof(expect), NAME ": keystores[0].credentials[0]."
+	    "secret_access_key_file: %s: not a regular file", ff);
+	expect_err(text, expect);
+	free(text);
+	unlink(ff);
+}
+
+/* Regression (fuzzer): control characters from the file never reach err. */
+static void
+test_error_is_one_printable_line(void **state)
+{
+	char k[1024], *text;
+	struct cfg *cfg = NULL;
+	char err[1024];
+	size_t i;
+
+	(void)state;
+	snprintf(k, sizeof(k), K_CRED("\"access_key_id\": \"" AKID1
+	    "\", \"secret_access_key_file\": \"/x/\\u001b[31m\\ninjected\""));
+	text = build(NULL, NULL, NULL, k, NULL);
+	assert_int_equal(cfg_load_string(NAME, text, &cfg, err, sizeof(err)), -1);
+	for (i = 0; err[i] != '\0'; i++)
+		assert_true(err[i] >= 0x20 && err[i] < 0x7f);
+	assert_non_null(strstr(err, "/x/?[31m?injected"));
+	free(text);
+}
+
 static void
 test_secret_file(void **state)
 {
@@ -1178,6 +1218,8 @@ main(void)
 		cmocka_unit_test(test_same_akid_other_keystore),
 		cmocka_unit_test(test_secret_inline),
 		cmocka_unit_test(test_secret_file),
+		cmocka_unit_test(test_secret_fifo),
+		cmocka_unit_test(test_error_is_one_printable_line),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_validators),
 		cmocka_unit_test(test_no_errbuf),
