@@ -577,6 +577,25 @@ op_submit(struct op *op, enum hsm_op hop, const unsigned char *in,
 		    "no HSM token is available");
 }
 
+/*
+ * Answer 200 with a body built by one of the xks_*_body() functions (NULL:
+ * it ran out of memory).  The body is freed, wiped first when it holds
+ * plaintext.
+ */
+static void
+op_ok(struct op *op, char *body, size_t len, int secret)
+{
+	if (body == NULL) {
+		op_error(op, XERR_INTERNAL, "out of memory");
+		return;
+	}
+	op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
+	if (secret)
+		wipe_free(body, len);
+	else
+		free(body);
+}
+
 static void
 op_answer_encrypt(struct op *op)
 {
@@ -585,12 +604,7 @@ op_answer_encrypt(struct op *op)
 	    op->tag, HSM_TAG_LEN, op->cmeta, op->cmeta_len,
 	    op->xr.want_cdiv ? op->cdiv : NULL, &len);
 
-	if (body == NULL) {
-		op_error(op, XERR_INTERNAL, "out of memory");
-		return;
-	}
-	op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
-	free(body);
+	op_ok(op, body, len, 0);
 }
 
 /* Continue an op after an HSM job, on the loop thread. */
@@ -625,21 +639,11 @@ op_continue(struct op *op)
 	case ST_METADATA:
 		body = xks_metadata_body(j->meta.key_type, j->meta.value_len,
 		    j->meta.usage, j->meta.enabled, &len);
-		if (body == NULL) {
-			op_error(op, XERR_INTERNAL, "out of memory");
-			return;
-		}
-		op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
-		free(body);
+		op_ok(op, body, len, 0);
 		return;
 	case ST_DECRYPT:
 		body = xks_decrypt_body(op->out, j->out_len, &len);
-		if (body == NULL) {
-			op_error(op, XERR_INTERNAL, "out of memory");
-			return;
-		}
-		op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
-		wipe_free(body, len);
+		op_ok(op, body, len, 1);
 		return;
 	case ST_ENCRYPT:
 		op->ct_len = j->out_len;
@@ -712,12 +716,7 @@ op_health(struct op *op)
 		n = health_get(op->be->health, ents, HEALTH_MAX_ENTRIES);
 	body = xks_health_body(cfg->health.fleet_size, cfg->health.proxy_vendor,
 	    cfg->health.proxy_model, cfg->health.ekm_vendor, ents, n, &len);
-	if (body == NULL) {
-		op_error(op, XERR_INTERNAL, "out of memory");
-		return;
-	}
-	op_finish(op, 200, NULL, body, len, XERR_OK, NULL);
-	free(body);
+	op_ok(op, body, len, 0);
 }
 
 /* The load balancer check: 200 while at least one token serves. */
