@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -208,6 +209,48 @@ static void conn_process(struct conn *c);
 static void conn_close(struct conn *c);
 static void op_free(struct op *op);
 static void addr_release(const struct addr_key *k);
+
+/* ---------------------------------------------------------------- memory */
+
+/*
+ * libevent's allocator: buffers are wiped when freed or moved, so request
+ * bodies and responses (Base64 plaintext, AAD) do not outlive their use in
+ * freed heap memory.
+ */
+static void *
+srv_ev_malloc(size_t n)
+{
+	return malloc(n);
+}
+
+static void
+srv_ev_free(void *p)
+{
+	if (p == NULL)
+		return;
+	wipe(p, malloc_usable_size(p));
+	free(p);
+}
+
+static void *
+srv_ev_realloc(void *p, size_t n)
+{
+	size_t old;
+	void *q;
+
+	if (p == NULL)
+		return malloc(n);
+	if (n == 0) {
+		srv_ev_free(p);
+		return NULL;
+	}
+	old = malloc_usable_size(p);
+	if ((q = malloc(n)) == NULL)
+		return NULL;
+	memcpy(q, p, old < n ? old : n);
+	srv_ev_free(p);
+	return q;
+}
 
 /* ---------------------------------------------------------------- snapshots */
 
@@ -1080,6 +1123,7 @@ conn_process(struct conn *c)
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 	const struct cfg *cfg = c->tls_snap->cfg;
 	struct evbuffer_ptr pos;
+	struct route r;
 	const char *reason = NULL;
 	size_t avail, headlen;
 	enum xerr e;
@@ -1131,6 +1175,17 @@ conn_process(struct conn *c)
 			/* refused before the body is read */
 			conn_error(c, XERR_BODY_TOO_LARGE,
 			    "request body larger than limits.max_body_bytes");
+			return;
+		}
+		/*
+		 * No signature at all on an XKS route: refuse before the body
+		 * is read (only a signature check needs the body).
+		 */
+		if (!c->is_lb && strcmp(c->req.method, "POST") == 0 &&
+		    http_request_header(&c->req, "authorization") == NULL &&
+		    route_match(cfg, c->req.path, &r) == XERR_OK) {
+			conn_error(c, XERR_AUTH_FAILED,
+			    "no Authorization header");
 			return;
 		}
 		if (c->req.expect_continue && c->req.content_length > 0)
@@ -1750,6 +1805,9 @@ server_run(struct cfg *cfg)
 	size_t k;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* before any libevent allocation: request and response bytes
+	 * (Base64 plaintext, AAD) must not stay in freed buffers */
+	event_set_mem_functions(srv_ev_malloc, srv_ev_realloc, srv_ev_free);
 	if (evthread_use_pthreads() != 0) {
 		log_err("libevent threading support unavailable");
 		cfg_free(cfg);

@@ -69,11 +69,43 @@ xks_json_wipe_string(json_object *js)
  * would fail to compile rather than misbehave.  Freed intermediate
  * buffers from the printbuf growing cannot be reached at all.
  */
+/* Wipe every string of a (possibly partial) tree. */
+static void
+xks_json_wipe_tree(json_object *o)
+{
+	size_t i;
+
+	switch (json_object_get_type(o)) {
+	case json_type_string:
+		xks_json_wipe_string(o);
+		break;
+	case json_type_object: {
+		json_object_object_foreach(o, k, v) {
+			(void)k;
+			xks_json_wipe_tree(v);
+		}
+		break;
+	}
+	case json_type_array:
+		for (i = 0; i < json_object_array_length(o); i++)
+			xks_json_wipe_tree(json_object_array_get_idx(o, i));
+		break;
+	default:
+		break;
+	}
+}
+
 static void
 xks_tokener_free(struct json_tokener *tok)
 {
+	int d;
+
 	if (tok == NULL)
 		return;
+	/* a failed parse leaves its partial tree (with a complete plaintext
+	 * member, say) on the tokener's stack, freed unwiped otherwise */
+	for (d = 0; d <= tok->depth && d < tok->max_depth; d++)
+		xks_json_wipe_tree(tok->stack[d].current);
 	if (tok->pb != NULL && tok->pb->buf != NULL && tok->pb->size > 0)
 		wipe(tok->pb->buf, (size_t)tok->pb->size);
 	json_tokener_free(tok);

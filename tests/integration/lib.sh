@@ -77,15 +77,23 @@ xks_cred() {
 	eval "${1}_AKID=\$akid; ${1}_SECRET=\$secret"
 }
 
+# how many daemons have logged that they are ready
+xks_ready_count() {
+	_n=$(grep -c ' ready: ' "$T/daemon.log" 2>/dev/null || true)
+	echo "${_n:-0}"
+}
+
 # xks_start CONF: run the daemon, wait until it answers
 xks_start() {
 	conf=$1
 	extra=
 	[ "$(id -u)" = 0 ] && extra=--allow-root
+	# wait for a ready line of this daemon, not of an earlier one
+	before=$(xks_ready_count)
 	${XKS_VALGRIND:-} "$XKSPROXYD" -c "$conf" $extra >>"$T/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	i=0
-	while ! grep -q ' ready: ' "$T/daemon.log" 2>/dev/null; do
+	while [ "$(xks_ready_count)" -le "$before" ]; do
 		i=$((i + 1))
 		if [ $i -gt 100 ] || ! kill -0 "$DAEMON_PID" 2>/dev/null; then
 			echo "FAIL: daemon did not start"; cat "$T/daemon.log"; exit 1
