@@ -52,6 +52,7 @@
 
 #define HSM_IV_LEN 12
 #define HSM_KBUCKETS 64
+#define HSM_MON_TICK_US 10000u  /* monitor period: queue-expiry precision */
 #define HSM_RECOVER_US 1000000u    /* background recovery period */
 #define HSM_IDLE_WAIT_MS 1000      /* worker wake-up fallback */
 #define HSM_REINIT_US 5000000u     /* at most one module re-init per 5 s */
@@ -1326,6 +1327,8 @@ hsm_monitor_main(void *arg)
 			next_rec = util_now_us() + HSM_RECOVER_US;
 			continue;
 		}
+		if (next > now + HSM_MON_TICK_US)
+			next = now + HSM_MON_TICK_US;
 		hsm_deadline(&ts, next + 1000);
 		pthread_cond_timedwait(&h->mon_cond, &h->mu, &ts);
 	}
@@ -1578,7 +1581,6 @@ enum xerr
 hsm_submit(struct hsm *h, struct hsm_job *job)
 {
 	struct hsm_queue *q;
-	int was_empty;
 	size_t i;
 	int any;
 
@@ -1623,15 +1625,15 @@ hsm_submit(struct hsm *h, struct hsm_job *job)
 		q = &h->global;
 	} else
 		q = &h->tokens[job->token].pinned;
-	was_empty = q->head == NULL;
 	hsm_q_push(q, job);
 	h->queued++;
 	if (job->token < 0)
 		hsm_kick_global_locked(h);
 	else
 		hsm_kick_token_locked(&h->tokens[job->token]);
-	if (was_empty)
-		pthread_cond_signal(&h->mon_cond);
+	/* the monitor is not woken here: it ticks every HSM_MON_TICK_US,
+	 * which keeps a thread wake-up off every request (see
+	 * docs/performance.md); queued jobs still expire within a tick */
 	pthread_mutex_unlock(&h->mu);
 	return XERR_OK;
 }

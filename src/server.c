@@ -186,8 +186,9 @@ static struct server {
 	struct snap *snap;
 	struct loop *loops;
 	int nloops;
-	int *fds;
+	int *fds;                     /* nloops x nlisten: loop i owns row i */
 	size_t nfds;
+	size_t nlisten;
 	int lb_fd;
 	struct backend *be;           /* current, under snap_lock */
 	struct backend *retired;      /* main thread only */
@@ -1462,8 +1463,12 @@ loop_drain_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	l->draining = 1;
 	for (i = 0; i < l->nlis; i++) {
+		size_t f = (size_t)l->id * srv.nlisten + i;
 		evconnlistener_free(l->lis[i]);
 		l->lis[i] = NULL;
+		/* stop the kernel queueing connections nobody will accept */
+		close(srv.fds[f]);
+		srv.fds[f] = -1;
 	}
 	if (l->lb_lis != NULL) {
 		evconnlistener_free(l->lb_lis);
@@ -1502,12 +1507,14 @@ loop_init(struct loop *l, int id)
 	    (l->cache = sigv4_cache_new(SIGV4_CACHE_ENTRIES)) == NULL ||
 	    (l->done_ev = event_new(l->base, -1, EV_PERSIST, loop_done_cb, l)) == NULL ||
 	    (l->drain_ev = event_new(l->base, -1, 0, loop_drain_cb, l)) == NULL ||
-	    (l->lis = calloc(srv.nfds, sizeof(*l->lis))) == NULL)
+	    (l->lis = calloc(srv.nlisten, sizeof(*l->lis))) == NULL)
 		return -1;
 	event_add(l->done_ev, NULL);
-	for (i = 0; i < srv.nfds; i++) {
+	/* each loop accepts on its own SO_REUSEPORT sockets: the kernel
+	 * spreads connections evenly over the loops */
+	for (i = 0; i < srv.nlisten; i++) {
 		l->lis[i] = evconnlistener_new(l->base, accept_cb, l,
-		    LEV_OPT_CLOSE_ON_EXEC, -1, srv.fds[i]);
+		    LEV_OPT_CLOSE_ON_EXEC, -1, srv.fds[(size_t)id * srv.nlisten + i]);
 		if (l->lis[i] == NULL)
 			return -1;
 		evconnlistener_set_error_cb(l->lis[i], accept_error_cb);
@@ -1555,8 +1562,14 @@ loop_cleanup(struct loop *l)
 
 /* ---------------------------------------------------------------- listeners */
 
+/*
+ * A listening socket.  With reuseport, several sockets share the port (one
+ * per event loop); note that another process of the same user doing the
+ * same joins the group instead of failing.
+ */
 static int
-listen_one(const char *address, int port, char *err, size_t errlen)
+listen_one(const char *address, int port, int reuseport, char *err,
+    size_t errlen)
 {
 	struct addrinfo hints, *res = NULL;
 	char portstr[8];
@@ -1580,6 +1593,14 @@ listen_one(const char *address, int port, char *err, size_t errlen)
 		goto out;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (reuseport &&
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+		snprintf(err, errlen, "%s port %d: SO_REUSEPORT: %s", address,
+		    port, strerror(errno));
+		close(fd);
+		fd = -1;
+		goto out;
+	}
 	if (res->ai_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
@@ -1820,21 +1841,26 @@ server_run(struct cfg *cfg)
 	}
 	srv.snap = s;
 	cfg = s->cfg;
-	if ((srv.fds = calloc(cfg->nlisten, sizeof(*srv.fds))) == NULL)
+	n = cfg->worker_threads > 0 ? cfg->worker_threads : util_ncpu();
+	srv.nlisten = cfg->nlisten;
+	if ((srv.fds = calloc((size_t)n * cfg->nlisten, sizeof(*srv.fds))) == NULL)
 		goto out;
-	for (k = 0; k < cfg->nlisten; k++) {
-		if ((srv.fds[k] = listen_one(cfg->listen[k].address,
-		    cfg->listen[k].port, err, sizeof(err))) < 0) {
-			log_err("%s: listen[%zu]: %s", cfg->file, k, err);
+	for (k = 0; k < (size_t)n * cfg->nlisten; k++) {
+		const struct cfg_listen *li = &cfg->listen[k % cfg->nlisten];
+		if ((srv.fds[k] = listen_one(li->address, li->port, 1, err,
+		    sizeof(err))) < 0) {
+			log_err("%s: listen[%zu]: %s", cfg->file,
+			    k % cfg->nlisten, err);
 			goto out;
 		}
 		srv.nfds++;
-		log_info("listening on https://%s:%d", cfg->listen[k].address,
-		    cfg->listen[k].port);
+		if (k < cfg->nlisten)
+			log_info("listening on https://%s:%d", li->address,
+			    li->port);
 	}
 	if (cfg->health_listen.enabled) {
 		if ((srv.lb_fd = listen_one(cfg->health_listen.address,
-		    cfg->health_listen.port, err, sizeof(err))) < 0) {
+		    cfg->health_listen.port, 0, err, sizeof(err))) < 0) {
 			log_err("%s: health_listen: %s", cfg->file, err);
 			goto out;
 		}
@@ -1850,7 +1876,6 @@ server_run(struct cfg *cfg)
 	    (srv.drain_timer = evtimer_new(srv.main_base, drain_tick_cb, NULL)) == NULL ||
 	    (srv.retire_timer = evtimer_new(srv.main_base, backend_reap, NULL)) == NULL)
 		goto out;
-	n = cfg->worker_threads > 0 ? cfg->worker_threads : util_ncpu();
 	if ((srv.loops = calloc((size_t)n, sizeof(*srv.loops))) == NULL)
 		goto out;
 	for (i = 0; i < n; i++) {
@@ -1908,7 +1933,8 @@ server_run(struct cfg *cfg)
 	if (srv.main_base != NULL)
 		event_base_free(srv.main_base);
 	for (k = 0; k < srv.nfds; k++)
-		close(srv.fds[k]);
+		if (srv.fds[k] >= 0)
+			close(srv.fds[k]);
 	free(srv.fds);
 	if (srv.lb_fd >= 0)
 		close(srv.lb_fd);

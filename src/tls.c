@@ -5,13 +5,20 @@
 #include <string.h>
 #include <strings.h>
 
+#include <pthread.h>
+#include <time.h>
+
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
 #include "cfg.h"
 #include "log.h"
 #include "tls.h"
+#include "util.h"
 
 /* TLS 1.3 suites the XKS spec names, then the mandatory AES-128 one. */
 #define TLS13_SUITES "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:" \
@@ -27,6 +34,9 @@ struct tls_ctx {
 	size_t nctxs;
 	char **subjects;              /* tls.client_subjects (copies) */
 	size_t nsubjects;
+	/* session id context: binds resumption to the client-auth settings,
+	 * so a reload that changes them forces a full handshake */
+	unsigned char sid_ctx[SSL_MAX_SID_CTX_LENGTH];
 };
 
 /* Why a client certificate was refused, kept with the SSL for the log. */
@@ -37,6 +47,102 @@ struct tls_peer {
 
 static int tls_ex_index = -1;
 static int tls_peer_index = -1;
+
+/*
+ * Session-ticket keys: one process-wide ring (current + previous), so
+ * tickets survive reloads and every SSL_CTX of every snapshot accepts
+ * them.  The current key is replaced every TLS_TICKET_ROTATE seconds; a
+ * ticket made with the previous one is still accepted (and renewed), so a
+ * ticket lives at most two periods.  Keys are random, never written out,
+ * and wiped when replaced.
+ */
+#define TLS_TICKET_ROTATE 3600
+struct tls_tkey {
+	unsigned char name[16];
+	unsigned char aes[32];
+	unsigned char hmac[32];
+};
+static pthread_mutex_t tls_tkey_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tls_tkey tls_tkeys[2];      /* [0] current, [1] previous */
+static time_t tls_tkey_born;              /* 0: no key yet */
+
+/* Rotate when due; called with tls_tkey_lock held.  -1 on RNG failure. */
+static int
+tls_tkey_rotate_locked(time_t now)
+{
+	struct tls_tkey fresh;
+
+	if (tls_tkey_born != 0 && now - tls_tkey_born < TLS_TICKET_ROTATE)
+		return 0;
+	if (RAND_bytes(fresh.name, sizeof(fresh.name)) != 1 ||
+	    RAND_priv_bytes(fresh.aes, sizeof(fresh.aes)) != 1 ||
+	    RAND_priv_bytes(fresh.hmac, sizeof(fresh.hmac)) != 1) {
+		OPENSSL_cleanse(&fresh, sizeof(fresh));
+		return -1;
+	}
+	/* the first key has no predecessor: make [1] unusable */
+	if (tls_tkey_born == 0)
+		tls_tkeys[1] = fresh;
+	else
+		tls_tkeys[1] = tls_tkeys[0];
+	tls_tkeys[0] = fresh;
+	OPENSSL_cleanse(&fresh, sizeof(fresh));
+	tls_tkey_born = now;
+	return 0;
+}
+
+static int
+tls_tkey_use(const struct tls_tkey *k, unsigned char *iv, EVP_CIPHER_CTX *ctx,
+    EVP_MAC_CTX *hctx, int enc)
+{
+	OSSL_PARAM params[3];
+
+	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
+	    (void *)k->hmac, sizeof(k->hmac));
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	    (char *)"SHA256", 0);
+	params[2] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_CTX_set_params(hctx, params) != 1)
+		return -1;
+	if (enc)
+		return EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, k->aes,
+		    iv) == 1 ? 0 : -1;
+	return EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, k->aes, iv) == 1 ?
+	    0 : -1;
+}
+
+/* OpenSSL's ticket key callback (see SSL_CTX_set_tlsext_ticket_key_evp_cb). */
+static int
+tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
+    EVP_CIPHER_CTX *ctx, EVP_MAC_CTX *hctx, int enc)
+{
+	int r = -1, i;
+
+	(void)ssl;
+	pthread_mutex_lock(&tls_tkey_lock);
+	if (tls_tkey_rotate_locked(time(NULL)) != 0)
+		goto out;
+	if (enc) {
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1)
+			goto out;
+		memcpy(name, tls_tkeys[0].name, sizeof(tls_tkeys[0].name));
+		r = tls_tkey_use(&tls_tkeys[0], iv, ctx, hctx, 1) == 0 ? 1 : -1;
+		goto out;
+	}
+	r = 0;                          /* unknown key: full handshake */
+	for (i = 0; i < 2; i++) {
+		if (memcmp(name, tls_tkeys[i].name, sizeof(tls_tkeys[i].name)) != 0)
+			continue;
+		if (tls_tkey_use(&tls_tkeys[i], iv, ctx, hctx, 0) != 0)
+			r = -1;
+		else
+			r = i == 0 ? 1 : 2;     /* 2: accept and issue a new ticket */
+		break;
+	}
+ out:
+	pthread_mutex_unlock(&tls_tkey_lock);
+	return r;
+}
 
 static void
 tls_peer_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
@@ -290,7 +396,12 @@ tls_ctx_one(const struct cfg *cfg, size_t i, struct tls_ctx *t, char *err,
 	if (cfg->tls.client_ca_file != NULL &&
 	    tls_mtls_setup(ctx, cfg, err, errlen) != 0)
 		goto out;
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"xksproxy", 8);
+	SSL_CTX_set_session_id_context(ctx, t->sid_ctx, sizeof(t->sid_ctx));
+	/* resumption by tickets, keys rotated (see tls_ticket_cb); a ticket
+	 * is honoured for at most one rotation period */
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
+	SSL_CTX_set_timeout(ctx, TLS_TICKET_ROTATE);
+	SSL_CTX_set_num_tickets(ctx, 1);
 	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
 	SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_cb);
 	SSL_CTX_set_ex_data(ctx, tls_ex_index, t);
@@ -299,6 +410,50 @@ tls_ctx_one(const struct cfg *cfg, size_t i, struct tls_ctx *t, char *err,
  out:
 	SSL_CTX_free(ctx);
 	return ret;
+}
+
+/*
+ * The session id context: SHA-256 over the client CA file and the allowed
+ * subjects.  OpenSSL refuses to resume a session (ID or ticket) made under
+ * another context, so a session that passed an older mTLS policy cannot
+ * skip the new one.
+ */
+static int
+tls_sid_ctx(const struct cfg *cfg, unsigned char out[SSL_MAX_SID_CTX_LENGTH],
+    char *err, size_t errlen)
+{
+	EVP_MD_CTX *md = NULL;
+	unsigned char *ca = NULL;
+	size_t calen = 0, i;
+	unsigned int n = 0;
+	int r = -1;
+
+	if (cfg->tls.client_ca_file != NULL &&
+	    util_read_file(cfg->tls.client_ca_file, 16u << 20, 0, &ca, &calen,
+	    err, errlen) != 0)
+		return -1;
+	if ((md = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(md, "xksproxy", 8) != 1 ||
+	    (ca != NULL && EVP_DigestUpdate(md, ca, calen) != 1)) {
+		tls_err(err, errlen, "session id context");
+		goto out;
+	}
+	for (i = 0; i < cfg->tls.nclient_subjects; i++)
+		if (EVP_DigestUpdate(md, cfg->tls.client_subjects[i],
+		    strlen(cfg->tls.client_subjects[i]) + 1) != 1) {
+			tls_err(err, errlen, "session id context");
+			goto out;
+		}
+	if (EVP_DigestFinal_ex(md, out, &n) != 1 || n != SSL_MAX_SID_CTX_LENGTH) {
+		tls_err(err, errlen, "session id context");
+		goto out;
+	}
+	r = 0;
+ out:
+	EVP_MD_CTX_free(md);
+	free(ca);
+	return r;
 }
 
 int
@@ -321,6 +476,8 @@ tls_ctx_new(const struct cfg *cfg, struct tls_ctx **out, char *err,
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
+	if (tls_sid_ctx(cfg, t->sid_ctx, err, errlen) != 0)
+		goto out;
 	if (cfg->tls.nclient_subjects > 0) {
 		if ((t->subjects = calloc(cfg->tls.nclient_subjects,
 		    sizeof(*t->subjects))) == NULL) {

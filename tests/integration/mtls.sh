@@ -94,11 +94,31 @@ expect "good certificate and SigV4" 200
 xks_curl "$A_AKID" "$A_SECRET" $P/health "$HB"
 expect_eq "curl without a certificate fails" "$STATUS" 000
 
+# sessions made with the good certificate, to try to resume after the reload
+for v in tls1_2 tls1_3; do
+	(sleep 0.5) | openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$T/server.pem" \
+	    -$v -cert "$T/good.pem" -key "$T/good.key" -sess_out "$T/sess.$v" >/dev/null 2>&1 || true
+	(sleep 0.5) | openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$T/server.pem" \
+	    -$v -cert "$T/good.pem" -key "$T/good.key" -sess_in "$T/sess.$v" 2>/dev/null | grep -q '^Reused,' &&
+	    ok "$v session resumed before the reload" || not_ok "$v session not resumed before the reload"
+done
+
 # reload: another allowed subject; the KMS certificate is now refused
 sed -i 's/"cks.kms.\*.amazonaws.com"/"attacker.example.com"/' "$T/xksproxy.conf"
 kill -HUP "$DAEMON_PID"; sleep 0.5
 xks_curl "$A_AKID" "$A_SECRET" $P/health "$HB" --cert "$T/good.pem" --key "$T/good.key"
 expect_eq "after reload the old subject is refused" "$STATUS" 000
+for v in tls1_2 tls1_3; do
+	(printf 'x'; sleep 1) | openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$T/server.pem" \
+	    -$v -cert "$T/good.pem" -key "$T/good.key" -sess_in "$T/sess.$v" >"$T/s" 2>&1 || true
+	if grep -q '^Reused,' "$T/s"; then
+		not_ok "$v: a session from before the reload skipped the new subject check"
+	elif grep -q 'alert handshake failure' "$T/s"; then
+		ok "$v: a session from before the reload is not resumed; full handshake refused"
+	else
+		not_ok "$v: resumption attempt after reload: $(grep -i -m2 'alert\|error' "$T/s")"
+	fi
+done
 xks_curl "$A_AKID" "$A_SECRET" $P/health "$HB" --cert "$T/wrongcn.pem" --key "$T/wrongcn.key"
 expect "after reload the new subject is accepted" 200
 # reload: mTLS off

@@ -68,6 +68,18 @@ expect_eq "HSM pools rebuilt beside the running one" "$(grep -c 'starting a new 
 [ "$(grep -c 'old HSM pool retired' "$T/daemon.log")" -ge 19 ] && ok "old HSM pools retired" ||
     not_ok "old HSM pools retired: $(grep -c 'old HSM pool retired' "$T/daemon.log")"
 
+# TLS sessions survive reloads: tickets are made with a process-wide key ring
+for v in tls1_2 tls1_3; do
+	(sleep 0.5) | openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$T/server.pem" \
+	    -$v -sess_out "$T/sess.$v" >/dev/null 2>&1 || true
+done
+kill -HUP "$DAEMON_PID"; sleep 0.5
+for v in tls1_2 tls1_3; do
+	(sleep 0.3) | openssl s_client -connect "127.0.0.1:$PORT" -servername localhost -CAfile "$T/server.pem" \
+	    -$v -sess_in "$T/sess.$v" 2>/dev/null | grep -q '^Reused,' &&
+	    ok "$v session resumed across a reload" || not_ok "$v session not resumed across a reload"
+done
+
 # last version is base (B present, no alias); switch to the alias version
 python3 - "$T/base.conf" "$T/xksproxy.conf" <<'PY'
 import re, sys
