@@ -112,12 +112,19 @@ DEC="{$MD,\"ciphertext\":\"$(json ciphertext)\",\"encryptionAlgorithm\":\"AES_GC
 cnt() { awk '{ s += $2 } END { print s + 0 }' "$T/shim.cnt"; }
 cntf() { awk -v f="$1" '$1 == f { print $2 + 0 }' "$T/shim.cnt"; }
 burst 8 > /dev/null
-c0=$(cnt); d0=$(cntf C_Decrypt); e0=$(cntf C_Encrypt)
-set --
-for i in $(seq 20); do set -- "$@" -o /dev/null "https://localhost:$PORT$P/keys/clu-key/encrypt"; done
-curl -sS --cacert "$T/server.pem" --aws-sigv4 "aws:amz:us-east-1:kms-xks-proxy" --user "$A_AKID:$A_SECRET" \
-    -H 'Content-Type: application/json' --data-binary "$ENC" -w '%{http_code}\n' "$@" > "$T/codes"
-c1=$(cnt); d1=$(cntf C_Decrypt); e1=$(cntf C_Encrypt)
+# The health task's round trip (every second) can straddle the window, half
+# in and half out; such a window says nothing about the proxy, so up to three
+# windows are measured and the first one without a partial round trip counts.
+for try in 1 2 3; do
+	c0=$(cnt); d0=$(cntf C_Decrypt); e0=$(cntf C_Encrypt); ei0=$(cntf C_EncryptInit); di0=$(cntf C_DecryptInit)
+	set --
+	for i in $(seq 20); do set -- "$@" -o /dev/null "https://localhost:$PORT$P/keys/clu-key/encrypt"; done
+	curl -sS --cacert "$T/server.pem" --aws-sigv4 "aws:amz:us-east-1:kms-xks-proxy" --user "$A_AKID:$A_SECRET" \
+	    -H 'Content-Type: application/json' --data-binary "$ENC" -w '%{http_code}\n' "$@" > "$T/codes"
+	c1=$(cnt); d1=$(cntf C_Decrypt); e1=$(cntf C_Encrypt); ei1=$(cntf C_EncryptInit); di1=$(cntf C_DecryptInit)
+	# whole health round trips only: as many decrypt inits as decrypts
+	[ $((di1 - di0)) -eq $((d1 - d0)) ] && [ $(( (ei1 - ei0) - (e1 - e0) )) -eq 0 ] && break
+done
 expect_eq "20 encrypts on one keep-alive connection" "$(sort -u "$T/codes")" 200
 expect_eq "PKCS#11 calls for 20 warm encrypts ($((c1 - c0)) in all, $((d1 - d0)) health round trips)" \
     "$(( (c1 - c0) - 4 * (d1 - d0) ))" 40

@@ -466,6 +466,15 @@ test_queue_timeout(void **state)
 	hsm_free(h);
 }
 
+/* After every test, pass or fail: no fault rule left for the next one. */
+static int
+clear_faults(void **state)
+{
+	(void)state;
+	fx_control("");
+	return 0;
+}
+
 static void
 test_failover(void **state)
 {
@@ -498,8 +507,14 @@ test_failover(void **state)
 
 	/* only C_Encrypt fails on A (recovery succeeds): still no failure */
 	fx_control("error CKR_DEVICE_ERROR C_Encrypt token=xks-a\n");
-	usleep(1200000);             /* A recovers in the background */
-	hsm_token_info(h, 0, &ti);
+	/* A recovers in the background (every second): wait up to 10 s, so a
+	 * loaded machine does not fail the test; healthy must come */
+	for (i = 0; i < 100; i++) {
+		usleep(100000);
+		hsm_token_info(h, 0, &ti);
+		if (ti.healthy)
+			break;
+	}
 	assert_int_equal(ti.healthy, 1);
 	waiter_reset();
 	for (i = 0; i < 100; i++) {
@@ -538,8 +553,10 @@ test_all_fail_and_recover(void **state)
 		    e == XERR_DEPENDENCY_TIMEOUT);
 		assert_true(dt < 300000);
 	}
-	/* the token list is gone: the module was initialized again */
-	usleep(1200000);
+	/* the token list is gone: the module is initialized again (polled
+	 * up to 10 s so a loaded machine cannot fail the test) */
+	for (i = 0; i < 100 && fx_counter("C_Initialize") <= inits; i++)
+		usleep(100000);
 	assert_true(fx_counter("C_Initialize") > inits);
 	/* failures cleared: back within a few seconds, no restart */
 	fx_control("");
@@ -552,7 +569,14 @@ test_all_fail_and_recover(void **state)
 	}
 	assert_true(ok);
 	/* and then every request works, on both tokens, no KeyNotFound */
-	usleep(1200000);
+	for (i = 0; i < 100; i++) {
+		struct hsm_token_info ta, tb;
+		hsm_token_info(h, 0, &ta);
+		hsm_token_info(h, 1, &tb);
+		if (ta.healthy && tb.healthy)
+			break;
+		usleep(100000);
+	}
 	for (i = 0; i < 20; i++)
 		assert_int_equal(do_encrypt(h, "k256", i % 2, ct, iv, tag,
 		    NULL), XERR_OK);
@@ -695,20 +719,20 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip_cluster),
-		cmocka_unit_test(test_wrong_tag),
-		cmocka_unit_test(test_usage_and_labels),
-		cmocka_unit_test(test_metadata),
-		cmocka_unit_test(test_two_calls_per_op),
-		cmocka_unit_test(test_throttling),
-		cmocka_unit_test(test_queue_timeout),
-		cmocka_unit_test(test_failover),
-		cmocka_unit_test(test_all_fail_and_recover),
-		cmocka_unit_test(test_single_token_session_loss),
-		cmocka_unit_test(test_two_pools_same_module),
-		cmocka_unit_test(test_hsm_iv_mode),
-		cmocka_unit_test(test_new_errors),
-		cmocka_unit_test(test_module_name),
+		cmocka_unit_test_teardown(test_roundtrip_cluster, clear_faults),
+		cmocka_unit_test_teardown(test_wrong_tag, clear_faults),
+		cmocka_unit_test_teardown(test_usage_and_labels, clear_faults),
+		cmocka_unit_test_teardown(test_metadata, clear_faults),
+		cmocka_unit_test_teardown(test_two_calls_per_op, clear_faults),
+		cmocka_unit_test_teardown(test_throttling, clear_faults),
+		cmocka_unit_test_teardown(test_queue_timeout, clear_faults),
+		cmocka_unit_test_teardown(test_failover, clear_faults),
+		cmocka_unit_test_teardown(test_all_fail_and_recover, clear_faults),
+		cmocka_unit_test_teardown(test_single_token_session_loss, clear_faults),
+		cmocka_unit_test_teardown(test_two_pools_same_module, clear_faults),
+		cmocka_unit_test_teardown(test_hsm_iv_mode, clear_faults),
+		cmocka_unit_test_teardown(test_new_errors, clear_faults),
+		cmocka_unit_test_teardown(test_module_name, clear_faults),
 	};
 	int r;
 
