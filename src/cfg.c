@@ -794,6 +794,18 @@ cfg_hsm_post(struct cfg_ctx *c, void *base)
 	return r;
 }
 
+/* Keep a validated secret in cr (freed with a wipe by cfg_free). */
+static int
+cfg_secret_set(struct cfg_ctx *c, struct cfg_credential *cr, const void *s,
+    size_t len)
+{
+	if ((cr->secret = malloc(len)) == NULL)
+		return cfg_oom(c);
+	memcpy(cr->secret, s, len);
+	cr->secret_len = len;
+	return 0;
+}
+
 static int
 cfg_secret_fn(struct cfg_ctx *c, struct json_object *v, void *base)
 {
@@ -807,10 +819,8 @@ cfg_secret_fn(struct cfg_ctx *c, struct json_object *v, void *base)
 		return -1;
 	if (!cfg_valid_secret(s, len))
 		return cfg_fail(c, "must be " CFG_SECRET_CHARS);
-	if ((cr->secret = malloc(len)) == NULL)
-		return cfg_oom(c);
-	memcpy(cr->secret, s, len);
-	cr->secret_len = len;
+	if (cfg_secret_set(c, cr, s, len) != 0)
+		return -1;
 	/* json-c frees without wiping; its copy is ours to clear. */
 	wipe((void *)(uintptr_t)s, len);
 	return 0;
@@ -833,13 +843,7 @@ cfg_read_secret(struct cfg_ctx *c, struct cfg_credential *cr)
 		    " (trailing newlines are ignored)", cr->secret_file);
 		goto out;
 	}
-	if ((cr->secret = malloc(n)) == NULL) {
-		cfg_oom(c);
-		goto out;
-	}
-	memcpy(cr->secret, buf, n);
-	cr->secret_len = n;
-	r = 0;
+	r = cfg_secret_set(c, cr, buf, n);
  out:
 	wipe_free(buf, len + 1);
 	return r;
