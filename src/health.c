@@ -151,6 +151,7 @@ health_main(void *arg)
 	struct timespec ts;
 	uint64_t next;
 
+	util_thread_name("xks-health");
 	pthread_mutex_lock(&h->mu);
 	while (!h->stop) {
 		next = util_now_us() + (uint64_t)h->interval_s * 1000000u;

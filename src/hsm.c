@@ -55,6 +55,8 @@
 #define HSM_MON_TICK_US 10000u  /* monitor period: queue-expiry precision */
 #define HSM_RECOVER_US 1000000u    /* background recovery period */
 #define HSM_IDLE_WAIT_MS 1000      /* worker wake-up fallback */
+#define HSM_WAKE_US 250u           /* wake another worker past this wait */
+#define HSM_SVC_INIT_US 1000u      /* service time assumed before measured */
 #define HSM_REINIT_US 5000000u     /* at most one module re-init per 5 s */
 #define HSM_PIN_MAX 4096
 
@@ -128,6 +130,9 @@ struct hsm {
 	uint64_t last_reinit;         /* h->mu */
 	struct hsm_queue global;
 	size_t queued;
+	unsigned nkicked;             /* workers signalled, not yet awake */
+	unsigned busy;                /* workers running a job */
+	uint64_t svc_us;              /* moving average of a job's time */
 	int stop;
 	size_t rr;
 	pthread_cond_t mon_cond;
@@ -501,6 +506,15 @@ hsm_cache_clear(struct hsm_token *t)
 	pthread_rwlock_unlock(&t->klock);
 }
 
+/* Wake worker w, which is idle and not yet kicked (h->mu held). */
+static void
+hsm_wake_locked(struct hsm *h, struct hsm_worker *w)
+{
+	w->kicked = 1;
+	h->nkicked++;
+	pthread_cond_signal(&w->cond);
+}
+
 /* Kick an idle worker of a healthy token for a global job (h->mu held). */
 static void
 hsm_kick_global_locked(struct hsm *h)
@@ -515,13 +529,32 @@ hsm_kick_global_locked(struct hsm *h)
 		for (i = 0; i < t->nworkers; i++) {
 			struct hsm_worker *w = &t->workers[i];
 			if (w->idle && !w->kicked) {
-				w->kicked = 1;
-				pthread_cond_signal(&w->cond);
+				hsm_wake_locked(h, w);
 				h->rr = (h->rr + k + 1) % n;
 				return;
 			}
 		}
 	}
+}
+
+/*
+ * Should a global job waiting in the queue wake one more worker?  (h->mu
+ * held.)  A wake-up costs a context switch or two, about as much as a fast
+ * HSM's whole job, so a worker is woken only when no woken worker is
+ * already on its way and the jobs waiting would otherwise wait longer than
+ * HSM_WAKE_US for the busy workers: queued x service time / busy.  A fast
+ * token (SoftHSM: ~20 us a job) is then served by one or two workers that
+ * drain the queue without sleeping; a slow one (network HSM: ~1 ms) gets a
+ * worker per waiting job, up to sessions_per_token.
+ */
+static int
+hsm_want_kick_locked(const struct hsm *h)
+{
+	if (h->global.head == NULL || h->nkicked > 0)
+		return 0;
+	if (h->busy == 0)
+		return 1;
+	return (uint64_t)h->queued * h->svc_us > (uint64_t)HSM_WAKE_US * h->busy;
 }
 
 /* Kick an idle worker of token t for a pinned job (h->mu held). */
@@ -533,8 +566,7 @@ hsm_kick_token_locked(struct hsm_token *t)
 	for (i = 0; i < t->nworkers; i++) {
 		struct hsm_worker *w = &t->workers[i];
 		if (w->idle && !w->kicked) {
-			w->kicked = 1;
-			pthread_cond_signal(&w->cond);
+			hsm_wake_locked(t->h, w);
 			return;
 		}
 	}
@@ -1237,7 +1269,9 @@ hsm_worker_main(void *arg)
 	struct hsm *h = t->h;
 	struct hsm_job *job;
 	struct timespec ts;
+	uint64_t t0, dt;
 
+	util_thread_name("xks-hsm%d.%d", t->idx, (int)(w - t->workers));
 	pthread_mutex_lock(&h->mu);
 	while (!h->stop) {
 		job = hsm_q_pop(&t->pinned);
@@ -1245,9 +1279,12 @@ hsm_worker_main(void *arg)
 			job = hsm_q_pop(&h->global);
 		if (job == NULL) {
 			/* a job we may not take: pass the wake-up on */
-			if (w->kicked && h->global.head != NULL)
-				hsm_kick_global_locked(h);
-			w->kicked = 0;
+			if (w->kicked) {
+				w->kicked = 0;
+				h->nkicked--;
+				if (h->global.head != NULL)
+					hsm_kick_global_locked(h);
+			}
 			w->idle = 1;
 			hsm_deadline(&ts, util_now_us() +
 			    HSM_IDLE_WAIT_MS * 1000u);
@@ -1255,11 +1292,22 @@ hsm_worker_main(void *arg)
 			w->idle = 0;
 			continue;
 		}
-		w->kicked = 0;
+		if (w->kicked) {
+			w->kicked = 0;
+			h->nkicked--;
+		}
 		h->queued--;
+		h->busy++;
+		/* more waiting than this worker will get to soon: wake another */
+		if (hsm_want_kick_locked(h))
+			hsm_kick_global_locked(h);
 		pthread_mutex_unlock(&h->mu);
+		t0 = util_now_us();
 		hsm_process(w, job);
+		dt = util_now_us() - t0;
 		pthread_mutex_lock(&h->mu);
+		h->busy--;
+		h->svc_us = (h->svc_us * 7 + dt) / 8;
 	}
 	w->idle = 0;
 	pthread_mutex_unlock(&h->mu);
@@ -1299,6 +1347,7 @@ hsm_monitor_main(void *arg)
 	uint64_t now, next, next_rec;
 	size_t i;
 
+	util_thread_name("xks-hsm-mon");
 	pthread_mutex_lock(&h->mu);
 	next_rec = util_now_us() + HSM_RECOVER_US;
 	while (!h->stop) {
@@ -1484,6 +1533,7 @@ hsm_new(const struct cfg_hsm *conf, struct hsm **out, char *err,
 	h->iv = conf->iv;
 	h->timeout_us = (uint64_t)conf->timeout_ms * 1000u;
 	h->queue_size = (size_t)conf->queue_size;
+	h->svc_us = HSM_SVC_INIT_US;
 	if ((h->module = strdup(conf->module)) == NULL ||
 	    (conf->pin_file != NULL &&
 	    (h->pin_file = strdup(conf->pin_file)) == NULL) ||
@@ -1627,10 +1677,10 @@ hsm_submit(struct hsm *h, struct hsm_job *job)
 		q = &h->tokens[job->token].pinned;
 	hsm_q_push(q, job);
 	h->queued++;
-	if (job->token < 0)
-		hsm_kick_global_locked(h);
-	else
+	if (job->token >= 0)
 		hsm_kick_token_locked(&h->tokens[job->token]);
+	else if (hsm_want_kick_locked(h))
+		hsm_kick_global_locked(h);
 	/* the monitor is not woken here: it ticks every HSM_MON_TICK_US,
 	 * which keeps a thread wake-up off every request (see
 	 * docs/performance.md); queued jobs still expire within a tick */

@@ -1,9 +1,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -15,6 +17,26 @@
 
 #define LOG_LINE_MAX 4096
 #define LOG_VALUE_MAX 512
+#define LOG_QUEUE_BYTES (1024 * 1024)   /* queued, not yet written */
+#define LOG_BATCH_MS 5                  /* writes coalesce over this */
+
+/*
+ * The writer: records queued in q (under w_mu) are swapped out to the
+ * writer thread, which writes them with one write(2) per batch.  w_idle:
+ * the thread waits for a record (a record signals it); after each batch
+ * it sleeps LOG_BATCH_MS without being woken, so a busy daemon costs one
+ * wake-up and one write per batch, not per record.
+ */
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	pthread_t th;
+	atomic_int on;
+	int stop, idle;
+	char *q, *spare;
+	size_t len;
+	unsigned long dropped;
+} w = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static atomic_int log_level_cur = LOG_LVL_INFO;
 static atomic_int log_format_cur = LOG_FMT_TEXT;
@@ -141,22 +163,152 @@ line_start(struct line *l, enum log_level level, int json)
 }
 
 static void
-line_emit(struct line *l, int json)
+write_all(const char *p, size_t n)
 {
-	ssize_t w;
+	ssize_t r;
 	size_t off = 0;
 
+	while (off < n) {
+		r = write(STDERR_FILENO, p + off, n - off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		off += (size_t)r;
+	}
+}
+
+static void
+line_emit(struct line *l, int json)
+{
 	if (json)
 		line_puts(l, "}");
 	l->buf[l->len++] = '\n';
-	while (off < l->len) {
-		w = write(STDERR_FILENO, l->buf + off, l->len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		off += (size_t)w;
+	if (atomic_load_explicit(&w.on, memory_order_acquire)) {
+		pthread_mutex_lock(&w.mu);
+		if (w.q != NULL) {
+			if (LOG_QUEUE_BYTES - w.len < l->len)
+				w.dropped++;
+			else {
+				memcpy(w.q + w.len, l->buf, l->len);
+				w.len += l->len;
+			}
+			if (w.idle) {
+				w.idle = 0;
+				pthread_cond_signal(&w.cv);
+			}
+			pthread_mutex_unlock(&w.mu);
+			return;
+		}
+		pthread_mutex_unlock(&w.mu);
 	}
+	write_all(l->buf, l->len);
+}
+
+static void *
+log_writer_main(void *arg)
+{
+	struct timespec ts = { 0, LOG_BATCH_MS * 1000000L };
+	struct line l;
+	unsigned long dropped;
+	char *out;
+	size_t n;
+
+	(void)arg;
+	pthread_setname_np(pthread_self(), "xks-log");
+	pthread_mutex_lock(&w.mu);
+	for (;;) {
+		while (w.len == 0 && w.dropped == 0 && !w.stop) {
+			w.idle = 1;
+			pthread_cond_wait(&w.cv, &w.mu);
+		}
+		w.idle = 0;
+		if (w.len == 0 && w.dropped == 0)
+			break;              /* stopping, all written */
+		out = w.q;
+		n = w.len;
+		dropped = w.dropped;
+		w.q = w.spare;
+		w.spare = out;
+		w.len = 0;
+		w.dropped = 0;
+		pthread_mutex_unlock(&w.mu);
+		write_all(out, n);
+		if (dropped > 0) {
+			line_start(&l, LOG_LVL_WARN,
+			    atomic_load(&log_format_cur) == LOG_FMT_JSON);
+			snprintf(l.buf + l.len, sizeof(l.buf) - l.len - 2,
+			    atomic_load(&log_format_cur) == LOG_FMT_JSON ?
+			    ",\"msg\":\"log: %lu records dropped: the log output "
+			    "is slower than the daemon\"}" :
+			    "log: %lu records dropped: the log output is slower "
+			    "than the daemon", dropped);
+			l.len += strlen(l.buf + l.len);
+			l.buf[l.len++] = '\n';
+			write_all(l.buf, l.len);
+		}
+		pthread_mutex_lock(&w.mu);
+		if (!w.stop) {
+			pthread_mutex_unlock(&w.mu);
+			nanosleep(&ts, NULL);   /* let the next batch gather */
+			pthread_mutex_lock(&w.mu);
+		}
+	}
+	pthread_mutex_unlock(&w.mu);
+	return NULL;
+}
+
+int
+log_writer_start(void)
+{
+	if (atomic_load(&w.on))
+		return 0;
+	w.q = malloc(LOG_QUEUE_BYTES);
+	w.spare = malloc(LOG_QUEUE_BYTES);
+	if (w.q == NULL || w.spare == NULL) {
+		free(w.q);
+		free(w.spare);
+		w.q = w.spare = NULL;
+		return -1;
+	}
+	w.len = 0;
+	w.dropped = 0;
+	w.stop = 0;
+	w.idle = 0;
+	if (pthread_create(&w.th, NULL, log_writer_main, NULL) != 0) {
+		free(w.q);
+		free(w.spare);
+		w.q = w.spare = NULL;
+		return -1;
+	}
+	atomic_store_explicit(&w.on, 1, memory_order_release);
+	return 0;
+}
+
+void
+log_writer_stop(void)
+{
+	char *q, *spare;
+
+	if (!atomic_load(&w.on))
+		return;
+	pthread_mutex_lock(&w.mu);
+	w.stop = 1;
+	pthread_cond_signal(&w.cv);
+	pthread_mutex_unlock(&w.mu);
+	pthread_join(w.th, NULL);
+	/* records from other threads still running go out directly */
+	pthread_mutex_lock(&w.mu);
+	atomic_store(&w.on, 0);
+	q = w.q;
+	spare = w.spare;
+	w.q = w.spare = NULL;
+	if (w.len > 0)
+		write_all(q, w.len);
+	w.len = 0;
+	pthread_mutex_unlock(&w.mu);
+	free(q);
+	free(spare);
 }
 
 void

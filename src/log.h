@@ -1,9 +1,13 @@
 /*
  * log.h -- logging to stderr, as text or as one JSON object per line.
  *
- * Thread-safe: each record is formatted into one buffer and written with a
- * single write(2).  Untrusted strings passed as fields are escaped and
- * bounded.  Never pass plaintext, PINs or secrets to any of these.
+ * Thread-safe: each record is formatted into one buffer.  Until
+ * log_writer_start() it is written at once with a single write(2); after
+ * it, records are appended to a bounded in-memory queue that a writer
+ * thread writes out, so an event loop never waits for stderr (a slow
+ * journald, a full pipe, a disk in writeback).  Untrusted strings passed
+ * as fields are escaped and bounded.  Never pass plaintext, PINs or
+ * secrets to any of these.
  */
 #ifndef XKS_LOG_H
 #define XKS_LOG_H
@@ -32,6 +36,18 @@ void log_msg(enum log_level level, const char *fmt, ...)
 #define log_warn(...)  log_msg(LOG_LVL_WARN, __VA_ARGS__)
 #define log_info(...)  log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_debug(...) do { if (log_enabled(LOG_LVL_DEBUG)) log_msg(LOG_LVL_DEBUG, __VA_ARGS__); } while (0)
+
+/*
+ * Start the writer thread: from now on records are queued (at most
+ * LOG_QUEUE_BYTES; beyond that they are dropped and counted, and the count
+ * is logged when the output catches up) and written in batches, at most
+ * one write(2) per LOG_BATCH_MS while records keep coming.  Returns 0, or
+ * -1 (records are then written directly, as before).
+ */
+int log_writer_start(void);
+
+/* Write out what is queued, stop the thread; direct writes again. */
+void log_writer_stop(void);
 
 /* Drain OpenSSL's error queue of this thread into the log, prefixed by what. */
 void log_crypto_err(const char *what);

@@ -46,6 +46,7 @@
 #define DRAIN_SECONDS 5
 #define LINGER_MS 2000
 #define SIGV4_CACHE_ENTRIES 64
+#define READ_SLACK 16384   /* input beyond a request: one TLS record */
 
 /*
  * A config snapshot: immutable, reference-counted.  A request holds the
@@ -1226,7 +1227,9 @@ conn_process(struct conn *c)
 		c->op = op;
 		c->state = C_BUSY;
 		event_del(c->timer);
-		bufferevent_disable(c->bev, EV_READ);
+		/* reading stays on (no epoll_ctl pair per request): what a
+		 * client sends meanwhile waits in the input, bounded by the
+		 * read watermark, and is parsed after the response */
 		op_start(op);
 	}
 }
@@ -1401,6 +1404,10 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 		return;
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	/* at most one pipelined request waits while one is served */
+	bufferevent_setwatermark(c->bev, EV_READ, 0,
+	    s->cfg->limits.max_header_bytes + s->cfg->limits.max_body_bytes +
+	    READ_SLACK);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	c->state = C_HEAD;
 	c->last_active_us = util_now_us();
@@ -1492,6 +1499,7 @@ loop_main(void *arg)
 {
 	struct loop *l = arg;
 
+	util_thread_name("xks-loop%d", l->id);
 	event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
 	return NULL;
 }

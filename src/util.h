@@ -29,6 +29,13 @@ size_t util_rstrip(unsigned char *buf, size_t len);
 /* Monotonic clock in microseconds. */
 uint64_t util_now_us(void);
 
+/*
+ * Name the calling thread (printf format; at most 15 characters kept), as
+ * shown by top -H, ps -L and perf.  Best effort.
+ */
+void util_thread_name(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
 /* Number of online CPUs (>= 1). */
 int util_ncpu(void);
 

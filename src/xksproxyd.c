@@ -43,7 +43,7 @@ main(int argc, char **argv)
 	const char *path = DEFAULT_CONFIG;
 	struct cfg *cfg = NULL;
 	char err[2048];
-	int ch, test = 0, allow_root = 0;
+	int ch, r, test = 0, allow_root = 0;
 
 	while ((ch = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (ch) {
@@ -77,7 +77,7 @@ main(int argc, char **argv)
 	}
 	log_configure(cfg->log.level, cfg->log.format);
 	if (test) {
-		int r = server_check(cfg);
+		r = server_check(cfg);
 		if (r == 0)
 			printf("%s: configuration OK\n", path);
 		cfg_free(cfg);
@@ -89,5 +89,11 @@ main(int argc, char **argv)
 		cfg_free(cfg);
 		return 1;
 	}
-	return server_run(cfg);
+	/* from here on no loop thread waits for stderr (log.h) */
+	if (log_writer_start() != 0)
+		log_warn("cannot start the log writer thread: log records are "
+		    "written directly");
+	r = server_run(cfg);
+	log_writer_stop();
+	return r;
 }
