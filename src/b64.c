@@ -167,6 +167,22 @@ b64_encode(const unsigned char *src, size_t len)
 	return out;
 }
 
+size_t
+b64_encoded_len(size_t len)
+{
+	return (len + 2) / 3 * 4;
+}
+
+size_t
+b64_encode_to(char *dst, const unsigned char *src, size_t len)
+{
+	if (len == 0) {
+		dst[0] = '\0';
+		return 0;
+	}
+	return (size_t)EVP_EncodeBlock((unsigned char *)dst, src, (int)len);
+}
+
 void
 b64_free(unsigned char *buf, size_t len)
 {

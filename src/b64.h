@@ -23,6 +23,16 @@ size_t b64_decoded_len(const char *src, size_t len);
 /* Encode; returns a malloc'ed NUL-terminated string or NULL. */
 char *b64_encode(const unsigned char *src, size_t len);
 
+/* Characters the encoding of len bytes takes (no NUL). */
+size_t b64_encoded_len(size_t len);
+
+/*
+ * Encode into dst, which has room for b64_encoded_len(len) + 1 bytes
+ * (the encoder writes a NUL); returns b64_encoded_len(len).  len must be
+ * below INT_MAX / 4 * 3.
+ */
+size_t b64_encode_to(char *dst, const unsigned char *src, size_t len);
+
 /* Wipe len bytes and free.  NULL-safe. */
 void b64_free(unsigned char *buf, size_t len);
 

@@ -534,6 +534,43 @@ test_meta_kept_on_failure(void **state)
 	xks_req_clear(&req);
 }
 
+/*
+ * The tokener is kept per thread between requests: whatever a failed parse
+ * left in it (a truncated body, trailing data, a scalar, a deep nesting)
+ * must not change how the next body parses.
+ */
+static void
+test_tokener_reuse(void **state)
+{
+	static const char *const bad[] = {
+		"{" MD_CRYPT ",\"plaintext\":\"SGVs",    /* truncated */
+		ENC_MIN " x",                           /* trailing data */
+		"\"SGVsbG8=\"",                         /* a scalar */
+		"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",   /* too deep */
+		"{\"plaintext\":\"SGVsbG8=\",",            /* unfinished member */
+	};
+	struct xks_req req;
+	char msg[256];
+	size_t i;
+	int round;
+
+	(void)state;
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			memset(&req, 0, sizeof(req));
+			assert_int_equal(parse(XKS_OP_ENCRYPT, bad[i], &req, msg,
+			    sizeof(msg)), XERR_VALIDATION);
+			xks_req_clear(&req);
+			memset(&req, 0, sizeof(req));
+			assert_int_equal(parse(XKS_OP_ENCRYPT, ENC_MIN, &req, msg,
+			    sizeof(msg)), XERR_OK);
+			assert_int_equal(req.plaintext_len, 5);
+			assert_memory_equal(req.plaintext, "Hello", 5);
+			xks_req_clear(&req);
+		}
+	}
+}
+
 /* ---- encrypt ------------------------------------------------------ */
 
 static void
@@ -1114,6 +1151,7 @@ main(void)
 		cmocka_unit_test(test_check_cmeta),
 		cmocka_unit_test(test_cdiv_vector),
 		cmocka_unit_test(test_error_body),
+		cmocka_unit_test(test_tokener_reuse),
 		cmocka_unit_test(test_encrypt_body),
 		cmocka_unit_test(test_decrypt_body),
 		cmocka_unit_test(test_metadata_body),
