@@ -576,16 +576,22 @@ op_job_done(struct hsm_job *job)
 {
 	struct op *op = job->arg;
 	struct loop *l = op->loop;
+	int was_empty;
 
 	pthread_mutex_lock(&l->done_lock);
 	op->next = NULL;
+	was_empty = l->done_tail == NULL;
 	if (l->done_tail != NULL)
 		l->done_tail->next = op;
 	else
 		l->done_head = op;
 	l->done_tail = op;
 	pthread_mutex_unlock(&l->done_lock);
-	event_active(l->done_ev, EV_READ, 0);
+	/* a non-empty list was activated by whoever made it non-empty and
+	 * the loop has not taken it yet: it will take this op too, without
+	 * another trip through the base lock and the loop's wake-up fd */
+	if (was_empty)
+		event_active(l->done_ev, EV_READ, 0);
 }
 
 static void
