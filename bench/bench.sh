@@ -17,6 +17,11 @@
 #             whether TLS session resumption (tickets) works
 #   idle      peak RSS (VmHWM) of a fresh daemon holding 1000 idle TLS
 #             connections
+#   nginx     the reference: nginx on the same machine, same certificate
+#             and TLS settings, answering every request with a static
+#             encrypt-sized JSON reply; the same keep-alive and handshake
+#             loads (skipped when nginx is not installed: apt-get install
+#             nginx-light)
 #   shim      with 1 ms added to each C_Encrypt by pkcs11/xks-shim:
 #             throughput against sessions_per_token 1..16 and the ideal
 #             tokens x sessions / 1 ms, plus the latency of unauthenticated
@@ -51,7 +56,7 @@ fi
 
 SECS=${BENCH_SECONDS:-5}
 CONNS=${BENCH_CONNS:-16}
-ONLY=${BENCH_ONLY:-raw,keepalive,spt,open,handshake,idle,shim}
+ONLY=${BENCH_ONLY:-raw,keepalive,spt,open,handshake,nginx,idle,shim}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 XKSPROXYD=${XKSPROXYD:-$top_builddir/xksproxyd}
 XKSLOAD=$top_builddir/bench/xksload
@@ -75,6 +80,7 @@ BGPIDS=
 cleanup() {
 	rc=$?
 	for p in $BGPIDS; do kill "$p" 2>/dev/null || true; done
+	[ -z "${NPID:-}" ] || kill -QUIT "$NPID" 2>/dev/null || true
 	if [ -n "$DPID" ] && kill -0 "$DPID" 2>/dev/null; then
 		kill -TERM "$DPID" 2>/dev/null || true
 		wait "$DPID" 2>/dev/null || true
@@ -165,7 +171,12 @@ daemon_stop() {
 	done
 }
 
-dticks() { awk '{ print $14 + $15 }' "/proc/$DPID/stat"; }
+# CPU ticks of the measured server: the daemon, or nginx's processes
+MPIDS=
+dticks() {
+	for p in ${MPIDS:-$DPID}; do cat "/proc/$p/stat" 2>/dev/null; done |
+	    awk '{ t += $14 + $15 } END { print t + 0 }'
+}
 # busy ticks of the whole machine, all CPUs
 sticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 now() { date +%s.%N; }
@@ -203,7 +214,7 @@ row() {
 	    "$(field errors)" "$DCPU" "$(field client_cpu)" "$OCPU"
 }
 
-RAW1=; ENC=; P99_1800=; HS=; HWM=; SHIM_WORST=
+RAW1=; ENC=; ENCCPU=; P99_1800=; HS=; HSCPU=; HWM=; SHIM_WORST=
 
 # --- raw PKCS#11: the HSM limit
 if want raw; then
@@ -242,7 +253,7 @@ if want keepalive; then
 		*) load -o "$op" -c "$CONNS" -d "$SECS" -w 1 ;;
 		esac
 		row "$op"
-		[ "$op" = encrypt ] && ENC=$(field rps)
+		[ "$op" = encrypt ] && { ENC=$(field rps); ENCCPU=$DCPU; }
 	done
 	if [ -n "$RAW1" ] && [ -n "$ENC" ]; then
 		echo "encrypt over keep-alive / raw 1-session encrypt: $ENC / $RAW1 = $(calc "$ENC / $RAW1")"
@@ -285,6 +296,77 @@ if want handshake; then
 fi
 if [ -n "$DPID" ]; then
 	daemon_stop
+fi
+
+# --- the reference: nginx with a static reply, same TLS, same loads
+NGX=$(command -v nginx 2>/dev/null || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true)
+NGX_KA=; NGX_HS=
+if want nginx && [ -z "$NGX" ]; then
+	echo
+	echo "== nginx reference: skipped, nginx is not installed (apt-get install nginx-light)"
+elif want nginx; then
+	mkdir -p "$T/nginx"
+	# an encrypt reply of the same size as the daemon's (256-byte plaintext)
+	reply="{\"ciphertext\":\"$(head -c 256 /dev/zero | openssl base64 -A)\",\"initializationVector\":\"AAAAAAAAAAAAAAAA\",\"authenticationTag\":\"AAAAAAAAAAAAAAAAAAAAAA==\"}"
+	cat >"$T/nginx/nginx.conf" <<NGINX
+worker_processes $NCPU;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log $T/nginx/access.log;
+  client_body_temp_path $T/nginx/body;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$PORT ssl reuseport;
+    ssl_certificate $T/server.pem;
+    ssl_certificate_key $T/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256;
+    ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256;
+    ssl_ecdh_curve X25519:P-256:P-384;
+    ssl_prefer_server_ciphers on;
+    ssl_session_tickets on;
+    location / { default_type application/json; return 200 '$reply'; }
+  }
+}
+NGINX
+	"$NGX" -p "$T/nginx" -e "$T/nginx/error.log" -c "$T/nginx/nginx.conf" ||
+	    { echo "nginx did not start"; cat "$T/nginx/error.log"; exit 1; }
+	i=0
+	until ss -ltn 2>/dev/null | grep -q "127.0.0.1:$PORT "; do
+		i=$((i + 1)); [ $i -le 50 ] || { echo "nginx did not listen"; exit 1; }
+		sleep 0.1
+	done
+	NPID=$(cat "$T/nginx/nginx.pid")
+	MPIDS="$NPID $(ps -o pid= --ppid "$NPID" | tr '\n' ' ')"
+	echo
+	echo "== the reference: nginx $("$NGX" -v 2>&1 | sed 's|.*nginx/||'), $NCPU workers, same certificate and TLS"
+	echo "   settings, a static encrypt-sized reply to the same signed requests, access log on"
+	row_head "nginx"
+	load -o encrypt -c "$CONNS" -d "$SECS" -w 1
+	row "keep-alive"
+	NGX_KA=$(field rps); NGX_KACPU=$DCPU
+	printf '%-20s %9s %8s %8s %6s %6s %6s %6s %11s\n' "" "conn/s" "p50 ms" \
+	    "p99 ms" errors daemon client other resumed
+	load -o health -m handshake -c 8 -t 2 -d "$SECS" -w 1
+	printf '%-20s %9s %8s %8s %6s %6s %6s %6s %11s\n' "full handshakes" \
+	    "$(field hs_per_s)" "$(field p50_ms)" "$(field p99_ms)" \
+	    "$(field errors)" "$DCPU" "$(field client_cpu)" "$OCPU" \
+	    "$(field resumed)/$(field handshakes)"
+	NGX_HS=$(field hs_per_s); NGX_HSCPU=$DCPU
+	kill -QUIT "$NPID" 2>/dev/null || true
+	i=0
+	while kill -0 "$NPID" 2>/dev/null && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
+	NPID=; MPIDS=
+	if [ -n "$ENC" ] && [ -n "$ENCCPU" ]; then
+		echo "CPU per request: xksproxyd encrypt $(calc "$ENCCPU / $ENC * 1000000" 1) us" \
+		    "(HSM work included), nginx static reply $(calc "$NGX_KACPU / $NGX_KA * 1000000" 1) us;" \
+		    "xksproxyd encrypt req/s / nginx static req/s = $(calc "$ENC / $NGX_KA")"
+	fi
+	if [ -n "$HS" ] && [ -n "$HSCPU" ]; then
+		echo "full handshakes per CPU-second: xksproxyd $(calc "$HS / $HSCPU" 0), nginx $(calc "$NGX_HS / $NGX_HSCPU" 0)"
+	fi
 fi
 
 # --- sessions_per_token on the plain token

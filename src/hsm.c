@@ -538,23 +538,47 @@ hsm_kick_global_locked(struct hsm *h)
 }
 
 /*
- * Should a global job waiting in the queue wake one more worker?  (h->mu
- * held.)  A wake-up costs a context switch or two, about as much as a fast
- * HSM's whole job, so a worker is woken only when no woken worker is
- * already on its way and the jobs waiting would otherwise wait longer than
- * HSM_WAKE_US for the busy workers: queued x service time / busy.  A fast
- * token (SoftHSM: ~20 us a job) is then served by one or two workers that
- * drain the queue without sleeping; a slow one (network HSM: ~1 ms) gets a
- * worker per waiting job, up to sessions_per_token.
+ * How many more workers should wake for the global jobs waiting?  (h->mu
+ * held.)  A wake-up costs a context switch or two -- about as much as a
+ * fast HSM's whole job -- so workers are woken only as far as the jobs
+ * waiting would otherwise wait longer than HSM_WAKE_US: with the measured
+ * service time S, Q jobs queued need ceil(Q x S / HSM_WAKE_US) workers
+ * (never more than Q plus the busy ones), and the busy workers and those
+ * already woken count.  A fast token (SoftHSM: ~20 us a job) is then
+ * drained by one worker that does not sleep between jobs; a slow one
+ * (network HSM: ~1 ms) gets a worker per waiting job, up to
+ * sessions_per_token.
  */
-static int
-hsm_want_kick_locked(const struct hsm *h)
+static unsigned
+hsm_wakes_wanted_locked(const struct hsm *h)
 {
-	if (h->global.head == NULL || h->nkicked > 0)
+	uint64_t need, have;
+
+	if (h->global.head == NULL)
 		return 0;
-	if (h->busy == 0)
-		return 1;
-	return (uint64_t)h->queued * h->svc_us > (uint64_t)HSM_WAKE_US * h->busy;
+	need = ((uint64_t)h->queued * h->svc_us + HSM_WAKE_US - 1) /
+	    HSM_WAKE_US;
+	if (need > h->queued + h->busy)
+		need = h->queued + h->busy;
+	if (need < 1)
+		need = 1;
+	have = (uint64_t)h->busy + h->nkicked;
+	return need > have ? (unsigned)(need - have) : 0;
+}
+
+/* Wake as many idle workers as hsm_wakes_wanted_locked() says. */
+static void
+hsm_wake_wanted_locked(struct hsm *h)
+{
+	unsigned n = hsm_wakes_wanted_locked(h);
+	unsigned k0;
+
+	while (n-- > 0) {
+		k0 = h->nkicked;
+		hsm_kick_global_locked(h);
+		if (h->nkicked == k0)
+			break;              /* no idle worker left */
+	}
 }
 
 /* Kick an idle worker of token t for a pinned job (h->mu held). */
@@ -1299,8 +1323,7 @@ hsm_worker_main(void *arg)
 		h->queued--;
 		h->busy++;
 		/* more waiting than this worker will get to soon: wake another */
-		if (hsm_want_kick_locked(h))
-			hsm_kick_global_locked(h);
+		hsm_wake_wanted_locked(h);
 		pthread_mutex_unlock(&h->mu);
 		t0 = util_now_us();
 		hsm_process(w, job);
@@ -1627,8 +1650,8 @@ hsm_new(const struct cfg_hsm *conf, struct hsm **out, char *err,
 	return r;
 }
 
-enum xerr
-hsm_submit(struct hsm *h, struct hsm_job *job)
+static enum xerr
+hsm_queue_job(struct hsm *h, struct hsm_job *job, int hold)
 {
 	struct hsm_queue *q;
 	size_t i;
@@ -1679,13 +1702,35 @@ hsm_submit(struct hsm *h, struct hsm_job *job)
 	h->queued++;
 	if (job->token >= 0)
 		hsm_kick_token_locked(&h->tokens[job->token]);
-	else if (hsm_want_kick_locked(h))
-		hsm_kick_global_locked(h);
+	else if (!hold)
+		hsm_wake_wanted_locked(h);
 	/* the monitor is not woken here: it ticks every HSM_MON_TICK_US,
 	 * which keeps a thread wake-up off every request (see
 	 * docs/performance.md); queued jobs still expire within a tick */
 	pthread_mutex_unlock(&h->mu);
 	return XERR_OK;
+}
+
+enum xerr
+hsm_submit(struct hsm *h, struct hsm_job *job)
+{
+	return hsm_queue_job(h, job, 0);
+}
+
+enum xerr
+hsm_submit_held(struct hsm *h, struct hsm_job *job)
+{
+	return hsm_queue_job(h, job, 1);
+}
+
+void
+hsm_flush(struct hsm *h)
+{
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&h->mu);
+	hsm_wake_wanted_locked(h);
+	pthread_mutex_unlock(&h->mu);
 }
 
 /* A job run synchronously: owns copies, so the caller may leave early. */

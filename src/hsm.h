@@ -102,6 +102,18 @@ int hsm_new(const struct cfg_hsm *conf, struct hsm **out, char *err,
 enum xerr hsm_submit(struct hsm *h, struct hsm_job *job);
 
 /*
+ * hsm_submit() without waking a worker for the job: for a caller that
+ * queues several jobs in a row (an event loop going through a batch of
+ * ready connections) and then calls hsm_flush() once, so that a batch
+ * costs one wake-up instead of one per job.  The caller must call
+ * hsm_flush() soon after (before it waits for anything).
+ */
+enum xerr hsm_submit_held(struct hsm *h, struct hsm_job *job);
+
+/* Wake the workers that the queued jobs need.  Never blocks.  NULL-safe. */
+void hsm_flush(struct hsm *h);
+
+/*
  * Run a job and wait for it (up to timeout_ms).  For the health task, for
  * xksproxyd -t and tests; never on an event loop.
  */
