@@ -38,6 +38,9 @@
 #                   daemon's own default)
 #   XKSPROXYD       another daemon binary to measure
 #   BENCH_OUT       also write the RESULT lines to this file
+#   BENCH_PERF      1: after the keep-alive rows, profile the daemon with
+#                   perf(1) during one more encrypt run and print where its
+#                   CPU goes, by thread and by symbol (needs perf)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -257,6 +260,25 @@ if want keepalive; then
 	done
 	if [ -n "$RAW1" ] && [ -n "$ENC" ]; then
 		echo "encrypt over keep-alive / raw 1-session encrypt: $ENC / $RAW1 = $(calc "$ENC / $RAW1")"
+	fi
+	if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null 2>&1; then
+		echo
+		echo "== profile: perf record -F 999 -g on the daemon during ${SECS} s of keep-alive encrypt"
+		perf record -F 999 -g -p "$DPID" -o "$T/perf.data" -- sleep "$SECS" \
+		    >"$T/perf.log" 2>&1 &
+		ppid=$!
+		load -o encrypt -c "$CONNS" -d "$SECS" -w 0
+		wait "$ppid" || true
+		echo "(this run: $(field rps) req/s; the profiler costs some)"
+		echo "-- by thread (samples %)"
+		perf report -i "$T/perf.data" --no-children --sort comm --stdio \
+		    -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
+		echo "-- by library"
+		perf report -i "$T/perf.data" --no-children --sort dso --stdio \
+		    -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 10
+		echo "-- top symbols"
+		perf report -i "$T/perf.data" --no-children --sort sym --stdio \
+		    -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 25
 	fi
 fi
 

@@ -506,18 +506,46 @@ hsm_cache_clear(struct hsm_token *t)
 	pthread_rwlock_unlock(&t->klock);
 }
 
+/*
+ * Workers chosen under h->mu are signalled after it is released
+ * (hsm_unlock_wake): a worker signalled while the lock is held wakes only
+ * to block on the lock again -- two more context switches.  Safe: a
+ * worker marked kicked is counted in nkicked and, if its signal comes
+ * after a timeout, finds the queue on its own.
+ */
+#define HSM_SIG_MAX 16
+struct hsm_sig {
+	pthread_cond_t *c[HSM_SIG_MAX];
+	int n;
+};
+
 /* Wake worker w, which is idle and not yet kicked (h->mu held). */
 static void
-hsm_wake_locked(struct hsm *h, struct hsm_worker *w)
+hsm_wake_locked(struct hsm *h, struct hsm_worker *w, struct hsm_sig *sig)
 {
 	w->kicked = 1;
 	h->nkicked++;
-	pthread_cond_signal(&w->cond);
+	if (sig != NULL && sig->n < HSM_SIG_MAX)
+		sig->c[sig->n++] = &w->cond;
+	else
+		pthread_cond_signal(&w->cond);
+}
+
+/* Release h->mu, then signal the workers chosen while it was held. */
+static void
+hsm_unlock_wake(struct hsm *h, struct hsm_sig *sig)
+{
+	int i;
+
+	pthread_mutex_unlock(&h->mu);
+	for (i = 0; i < sig->n; i++)
+		pthread_cond_signal(sig->c[i]);
+	sig->n = 0;
 }
 
 /* Kick an idle worker of a healthy token for a global job (h->mu held). */
 static void
-hsm_kick_global_locked(struct hsm *h)
+hsm_kick_global_locked(struct hsm *h, struct hsm_sig *sig)
 {
 	size_t k, n = h->ntokens;
 	int i;
@@ -529,7 +557,7 @@ hsm_kick_global_locked(struct hsm *h)
 		for (i = 0; i < t->nworkers; i++) {
 			struct hsm_worker *w = &t->workers[i];
 			if (w->idle && !w->kicked) {
-				hsm_wake_locked(h, w);
+				hsm_wake_locked(h, w, sig);
 				h->rr = (h->rr + k + 1) % n;
 				return;
 			}
@@ -568,14 +596,14 @@ hsm_wakes_wanted_locked(const struct hsm *h)
 
 /* Wake as many idle workers as hsm_wakes_wanted_locked() says. */
 static void
-hsm_wake_wanted_locked(struct hsm *h)
+hsm_wake_wanted_locked(struct hsm *h, struct hsm_sig *sig)
 {
 	unsigned n = hsm_wakes_wanted_locked(h);
 	unsigned k0;
 
 	while (n-- > 0) {
 		k0 = h->nkicked;
-		hsm_kick_global_locked(h);
+		hsm_kick_global_locked(h, sig);
 		if (h->nkicked == k0)
 			break;              /* no idle worker left */
 	}
@@ -583,14 +611,14 @@ hsm_wake_wanted_locked(struct hsm *h)
 
 /* Kick an idle worker of token t for a pinned job (h->mu held). */
 static void
-hsm_kick_token_locked(struct hsm_token *t)
+hsm_kick_token_locked(struct hsm_token *t, struct hsm_sig *sig)
 {
 	int i;
 
 	for (i = 0; i < t->nworkers; i++) {
 		struct hsm_worker *w = &t->workers[i];
 		if (w->idle && !w->kicked) {
-			hsm_wake_locked(t->h, w);
+			hsm_wake_locked(t->h, w, sig);
 			return;
 		}
 	}
@@ -739,7 +767,7 @@ hsm_token_recover(struct hsm_token *t)
 	if (h->global.head != NULL) {
 		int i;
 		for (i = 0; i < t->nworkers; i++)
-			hsm_kick_global_locked(h);
+			hsm_kick_global_locked(h, NULL);
 	}
 	pthread_mutex_unlock(&h->mu);
 	r = 0;
@@ -1268,7 +1296,7 @@ hsm_process(struct hsm_worker *w, struct hsm_job *job)
 			/* retry on another token, ahead of newer jobs */
 			hsm_q_push_front(&h->global, job);
 			h->queued++;
-			hsm_kick_global_locked(h);
+			hsm_kick_global_locked(h, NULL);
 			pthread_cond_signal(&h->mon_cond);
 			pthread_mutex_unlock(&h->mu);
 			return;
@@ -1293,6 +1321,7 @@ hsm_worker_main(void *arg)
 	struct hsm *h = t->h;
 	struct hsm_job *job;
 	struct timespec ts;
+	struct hsm_sig sig = { .n = 0 };
 	uint64_t t0, dt;
 
 	util_thread_name("xks-hsm%d.%d", t->idx, (int)(w - t->workers));
@@ -1307,7 +1336,7 @@ hsm_worker_main(void *arg)
 				w->kicked = 0;
 				h->nkicked--;
 				if (h->global.head != NULL)
-					hsm_kick_global_locked(h);
+					hsm_kick_global_locked(h, NULL);
 			}
 			w->idle = 1;
 			hsm_deadline(&ts, util_now_us() +
@@ -1323,8 +1352,8 @@ hsm_worker_main(void *arg)
 		h->queued--;
 		h->busy++;
 		/* more waiting than this worker will get to soon: wake another */
-		hsm_wake_wanted_locked(h);
-		pthread_mutex_unlock(&h->mu);
+		hsm_wake_wanted_locked(h, &sig);
+		hsm_unlock_wake(h, &sig);
 		t0 = util_now_us();
 		hsm_process(w, job);
 		dt = util_now_us() - t0;
@@ -1654,6 +1683,7 @@ static enum xerr
 hsm_queue_job(struct hsm *h, struct hsm_job *job, int hold)
 {
 	struct hsm_queue *q;
+	struct hsm_sig sig = { .n = 0 };
 	size_t i;
 	int any;
 
@@ -1701,13 +1731,13 @@ hsm_queue_job(struct hsm *h, struct hsm_job *job, int hold)
 	hsm_q_push(q, job);
 	h->queued++;
 	if (job->token >= 0)
-		hsm_kick_token_locked(&h->tokens[job->token]);
+		hsm_kick_token_locked(&h->tokens[job->token], &sig);
 	else if (!hold)
-		hsm_wake_wanted_locked(h);
+		hsm_wake_wanted_locked(h, &sig);
 	/* the monitor is not woken here: it ticks every HSM_MON_TICK_US,
 	 * which keeps a thread wake-up off every request (see
 	 * docs/performance.md); queued jobs still expire within a tick */
-	pthread_mutex_unlock(&h->mu);
+	hsm_unlock_wake(h, &sig);
 	return XERR_OK;
 }
 
@@ -1726,11 +1756,13 @@ hsm_submit_held(struct hsm *h, struct hsm_job *job)
 void
 hsm_flush(struct hsm *h)
 {
+	struct hsm_sig sig = { .n = 0 };
+
 	if (h == NULL)
 		return;
 	pthread_mutex_lock(&h->mu);
-	hsm_wake_wanted_locked(h);
-	pthread_mutex_unlock(&h->mu);
+	hsm_wake_wanted_locked(h, &sig);
+	hsm_unlock_wake(h, &sig);
 }
 
 /* A job run synchronously: owns copies, so the caller may leave early. */
@@ -1852,6 +1884,14 @@ size_t
 hsm_ntokens(const struct hsm *h)
 {
 	return h == NULL ? 0 : h->ntokens;
+}
+
+const char *
+hsm_token_id(const struct hsm *h, size_t i)
+{
+	if (h == NULL || i >= h->ntokens)
+		return "";
+	return h->tokens[i].info.id;  /* written once, in hsm_new() */
 }
 
 void

@@ -123,6 +123,12 @@ enum xerr hsm_run_sync(struct hsm *h, struct hsm_job *job, int timeout_ms);
 size_t hsm_ntokens(const struct hsm *h);
 void hsm_token_info(struct hsm *h, size_t i, struct hsm_token_info *out);
 
+/*
+ * "<label>/<serial>" of token i: fixed when the pool is built, so read
+ * without a lock (for the request log line); "" when i is out of range.
+ */
+const char *hsm_token_id(const struct hsm *h, size_t i);
+
 /* Stop: answer queued jobs, join workers, log out, finalize.  NULL-safe. */
 void hsm_free(struct hsm *h);
 

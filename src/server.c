@@ -580,7 +580,6 @@ op_finish(struct op *op, int status, const char *extra, char *body,
 {
 	struct conn *c = op->conn;
 	char st[16], lat[24], tok[16];
-	struct hsm_token_info ti;
 	const char *token = NULL;
 
 	snprintf(st, sizeof(st), "%d", status);
@@ -588,8 +587,7 @@ op_finish(struct op *op, int status, const char *extra, char *body,
 	    (unsigned long long)(util_now_us() - c->req_start_us));
 	if (op->token >= 0 && op->be != NULL &&
 	    (size_t)op->token < hsm_ntokens(op->be->hsm)) {
-		hsm_token_info(op->be->hsm, (size_t)op->token, &ti);
-		token = ti.id;
+		token = hsm_token_id(op->be->hsm, (size_t)op->token);
 	} else if (op->token >= 0) {
 		snprintf(tok, sizeof(tok), "%d", op->token);
 		token = tok;
