@@ -13,7 +13,7 @@
  * stat()ed on every call and re-read when its inode, size, mtime or ctime
  * changed; write it atomically (write a temporary file, rename it over).
  *
- *   latency USEC [FUNCS] [token=LABEL]
+ *   latency USEC [FUNCS] [token=LABEL] [count=N]
  *       sleep USEC microseconds before forwarding the matching calls
  *       (FUNCS defaults to "crypto")
  *   error CKR FUNCS [token=LABEL] [count=N]
@@ -467,14 +467,10 @@ shim_pre(enum shim_fn fn, enum shim_kind kind, CK_ULONG id)
 			if (strcmp(label, r->token) != 0)
 				continue;
 		}
-		if (!r->is_error) {
-			sleep_us += r->value;
-			continue;
-		}
-		if (rv != CKR_OK)
+		if (r->is_error && rv != CKR_OK)
 			continue;
 		if (r->count >= 0) {
-			/* count=N: claim one of the N failures, atomically */
+			/* count=N: claim one of the N uses, atomically */
 			long c = __atomic_load_n(&r->count, __ATOMIC_SEQ_CST);
 			while (c > 0 && !__atomic_compare_exchange_n(&r->count,
 			    &c, c - 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
@@ -482,7 +478,10 @@ shim_pre(enum shim_fn fn, enum shim_kind kind, CK_ULONG id)
 			if (c <= 0)
 				continue;
 		}
-		rv = r->value;
+		if (!r->is_error)
+			sleep_us += r->value;
+		else
+			rv = r->value;
 	}
 	pthread_rwlock_unlock(&shim.rlock);
 	if (sleep_us > 0) {

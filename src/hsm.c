@@ -575,7 +575,11 @@ hsm_kick_global_locked(struct hsm *h, struct hsm_sig *sig)
  * already woken count.  A fast token (SoftHSM: ~20 us a job) is then
  * drained by one worker that does not sleep between jobs; a slow one
  * (network HSM: ~1 ms) gets a worker per waiting job, up to
- * sessions_per_token.
+ * sessions_per_token.  The average says nothing about a call that hangs
+ * now: when the oldest job has already waited HSM_WAKE_US and nobody is
+ * on the way, one more worker is woken regardless -- on the next submit,
+ * or at the monitor's next tick -- so one stuck session never holds up
+ * the jobs that idle sessions could run.
  */
 static unsigned
 hsm_wakes_wanted_locked(const struct hsm *h)
@@ -591,6 +595,9 @@ hsm_wakes_wanted_locked(const struct hsm *h)
 	if (need < 1)
 		need = 1;
 	have = (uint64_t)h->busy + h->nkicked;
+	if (need <= have && h->nkicked == 0 && util_now_us() -
+	    hsm_ts_us(&h->global.head->enqueued) > HSM_WAKE_US)
+		need = have + 1;
 	return need > have ? (unsigned)(need - have) : 0;
 }
 
@@ -1428,6 +1435,8 @@ hsm_monitor_main(void *arg)
 			next_rec = util_now_us() + HSM_RECOVER_US;
 			continue;
 		}
+		/* jobs stuck behind a hung call: wake an idle session */
+		hsm_wake_wanted_locked(h, NULL);
 		if (next > now + HSM_MON_TICK_US)
 			next = now + HSM_MON_TICK_US;
 		hsm_deadline(&ts, next + 1000);

@@ -331,6 +331,13 @@ test_two_calls_per_op(void **state)
 	hsm_free(h);
 }
 
+/* An asynchronous job; t_done: when done() ran (0: not yet). */
+struct ajob {
+	struct hsm_job j;
+	unsigned char out[32];
+	uint64_t t_done;
+};
+
 /* Async completion bookkeeping. */
 struct waiter {
 	pthread_mutex_t mu;
@@ -360,6 +367,8 @@ static void
 waiter_done(struct hsm_job *j)
 {
 	pthread_mutex_lock(&W.mu);
+	if (j->arg != NULL)
+		((struct ajob *)j->arg)->t_done = util_now_us();
 	W.done++;
 	if (j->err == XERR_OK)
 		W.ok++;
@@ -386,16 +395,12 @@ waiter_wait(int n)
 	assert_int_equal(W.on_submitter, 0);
 }
 
-struct ajob {
-	struct hsm_job j;
-	unsigned char out[32];
-	uint64_t t_done;
-};
 
 static void
 ajob_init(struct ajob *a, const char *label)
 {
 	job_init(&a->j, HSM_OP_ENCRYPT, label, -1);
+	a->t_done = 0;
 	a->j.in = pt32;
 	a->j.in_len = sizeof(pt32);
 	a->j.out = a->out;
@@ -462,6 +467,57 @@ test_queue_timeout(void **state)
 	waiter_wait(3);
 	assert_int_equal(a[0].j.err, XERR_OK);
 	assert_int_equal(fx_counter("C_EncryptInit") - inits, 1);
+	fx_control("");
+	hsm_free(h);
+}
+
+/*
+ * One session hangs in C_Encrypt (1.5 s, once) while three are idle.  The
+ * pool's wake-up rationing must not leave the jobs that come next queued
+ * behind it: they complete while the stuck one is still in the HSM.  Two
+ * jobs: too few for the queue-length rule to wake a worker by itself (two
+ * jobs x a learnt ~20-80 us < 250 us), so this checks the waited-too-long
+ * rule.  With hsm.timeout_ms 500, jobs left for an idle worker's own 1 s
+ * wake-up would fail with DependencyTimeout.
+ */
+static void
+test_stuck_session(void **state)
+{
+	struct hsm *h;
+	struct hsm_job j;
+	struct ajob a[3];
+	unsigned char out[32];
+	int i;
+
+	(void)state;
+	/* hsm.timeout_ms 500: a job left waiting until an idle worker's own
+	 * 1 s wake-up would be answered DependencyTimeout instead */
+	h = pool_new(fx_tokens_b, 1, 4, 64, 500);
+	/* fast jobs first: the pool learns that a job takes ~20 us */
+	for (i = 0; i < 40; i++) {
+		job_init(&j, HSM_OP_ENCRYPT, "k256", -1);
+		j.in = pt32;
+		j.in_len = sizeof(pt32);
+		j.out = out;
+		assert_int_equal(hsm_run_sync(h, &j, 5000), XERR_OK);
+	}
+	fx_control("latency 1500000 C_Encrypt count=1\n");
+	waiter_reset();
+	ajob_init(&a[0], "k256");
+	assert_int_equal(hsm_submit(h, &a[0].j), XERR_OK);
+	usleep(100000);              /* job 0 is now stuck in the HSM */
+	for (i = 1; i < 3; i++) {
+		ajob_init(&a[i], "k256");
+		assert_int_equal(hsm_submit(h, &a[i].j), XERR_OK);
+	}
+	waiter_wait(2);
+	for (i = 1; i < 3; i++) {
+		assert_true(a[i].t_done != 0);
+		assert_int_equal(a[i].j.err, XERR_OK);
+	}
+	assert_true(a[0].t_done == 0);   /* still in the HSM */
+	waiter_wait(3);
+	assert_int_equal(a[0].j.err, XERR_OK);
 	fx_control("");
 	hsm_free(h);
 }
@@ -733,6 +789,7 @@ main(void)
 		cmocka_unit_test_teardown(test_two_calls_per_op, clear_faults),
 		cmocka_unit_test_teardown(test_throttling, clear_faults),
 		cmocka_unit_test_teardown(test_queue_timeout, clear_faults),
+		cmocka_unit_test_teardown(test_stuck_session, clear_faults),
 		cmocka_unit_test_teardown(test_failover, clear_faults),
 		cmocka_unit_test_teardown(test_all_fail_and_recover, clear_faults),
 		cmocka_unit_test_teardown(test_single_token_session_loss, clear_faults),
