@@ -17,8 +17,7 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -105,7 +104,20 @@ enum conn_state {
 struct conn {
 	struct loop *loop;
 	struct conn *prev, *next;
-	struct bufferevent *bev;
+	/*
+	 * The connection's own I/O, not a bufferevent: rev (persistent) reads
+	 * into in through SSL_read with read-ahead (one read(2) a request);
+	 * a response in out is written by wev's callback, activated by hand
+	 * in the same loop iteration, and wev is added to epoll only when
+	 * the socket is full.  No epoll_ctl per request (docs/performance.md).
+	 */
+	evutil_socket_t fd;           /* -1 once handed to a lingerer */
+	SSL *ssl;                     /* NULL on the plain LB listener */
+	struct event *rev, *wev;
+	struct evbuffer *in, *out;
+	size_t in_max;                /* stop reading beyond this much input */
+	int read_paused;              /* rev removed: in is at in_max */
+	int read_wants_write;         /* SSL_read needs the socket writable */
 	struct snap *tls_snap;
 	int is_lb;                    /* plain-HTTP load-balancer listener */
 	char remote[INET6_ADDRSTRLEN + 8];
@@ -214,6 +226,7 @@ static struct server {
 };
 
 static void conn_process(struct conn *c);
+static void conn_want_write(struct conn *c);
 static void conn_close(struct conn *c);
 static void op_free(struct op *op);
 static void addr_release(const struct addr_key *k);
@@ -491,7 +504,7 @@ static void
 conn_respond(struct conn *c, int status, const char *ctype, const char *extra,
     const char *body, size_t len)
 {
-	struct evbuffer *outb = bufferevent_get_output(c->bev);
+	struct evbuffer *outb = c->out;
 	int keep = c->have_head && c->req.keep_alive && !c->close_after &&
 	    !c->loop->draining;
 	const char *reason = xerr_reason_phrase(status);
@@ -531,7 +544,7 @@ conn_respond(struct conn *c, int status, const char *ctype, const char *extra,
 		evbuffer_add(outb, body, len);
 	c->state = C_WRITE;
 	conn_arm(c, c->tls_snap->cfg->limits.idle_timeout_ms);
-	bufferevent_enable(c->bev, EV_WRITE);
+	conn_want_write(c);
 }
 
 /* An error response straight from the front door (no op yet). */
@@ -1108,8 +1121,17 @@ conn_close(struct conn *c)
 		c->op->conn = NULL;     /* the op frees itself when its job ends */
 		c->op = NULL;
 	}
-	if (c->bev != NULL)
-		bufferevent_free(c->bev);
+	if (c->rev != NULL)
+		event_free(c->rev);
+	if (c->wev != NULL)
+		event_free(c->wev);
+	SSL_free(c->ssl);
+	if (c->fd >= 0)
+		evutil_closesocket(c->fd);
+	if (c->in != NULL)
+		evbuffer_free(c->in);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
 	if (c->timer != NULL)
 		event_free(c->timer);
 	http_request_clear(&c->req);
@@ -1129,33 +1151,40 @@ conn_close(struct conn *c)
 		event_base_loopbreak(l->base);
 }
 
+/* ---------------------------------------------------------------- conn I/O */
+
+/* Write out soon: in this loop iteration, from wev's callback. */
+static void
+conn_want_write(struct conn *c)
+{
+	if (!event_pending(c->wev, EV_WRITE, NULL))
+		event_active(c->wev, EV_WRITE, 1);
+}
+
 /* Response written and connection to be closed: send close_notify, linger. */
 static void
 conn_linger(struct conn *c)
 {
-	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
-	evutil_socket_t fd = bufferevent_getfd(c->bev);
-
-	if (ssl != NULL)
-		SSL_shutdown(ssl);
-	if (fd >= 0)
-		shutdown(fd, SHUT_WR);
+	if (c->ssl != NULL && c->tls_up) {
+		ERR_clear_error();
+		SSL_shutdown(c->ssl);
+	}
+	shutdown(c->fd, SHUT_WR);
 	c->state = C_LINGER;
-	evbuffer_drain(bufferevent_get_input(c->bev),
-	    evbuffer_get_length(bufferevent_get_input(c->bev)));
-	bufferevent_disable(c->bev, EV_WRITE);
-	bufferevent_enable(c->bev, EV_READ);
+	evbuffer_drain(c->in, evbuffer_get_length(c->in));
+	evbuffer_drain(c->out, evbuffer_get_length(c->out));
+	event_del(c->wev);
+	if (c->read_paused) {
+		c->read_paused = 0;
+		event_add(c->rev, NULL);
+	}
 	conn_arm(c, LINGER_MS);
 }
 
+/* The response is out: close, or wait for the next request. */
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_write_done(struct conn *c)
 {
-	struct conn *c = arg;
-
-	(void)bev;
-	if (c->state != C_WRITE)
-		return;
 	if (c->close_after) {
 		conn_linger(c);
 		return;
@@ -1165,71 +1194,256 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	c->state = C_IDLE;
 	c->last_active_us = util_now_us();
 	conn_arm(c, c->tls_snap->cfg->limits.idle_timeout_ms);
-	bufferevent_enable(c->bev, EV_READ);
-	conn_process(c);
-}
-
-static void
-conn_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct conn *c = arg;
-
-	(void)bev;
-	if (c->state == C_LINGER) {
-		evbuffer_drain(bufferevent_get_input(c->bev),
-		    evbuffer_get_length(bufferevent_get_input(c->bev)));
-		return;
+	if (c->read_paused && evbuffer_get_length(c->in) < c->in_max) {
+		c->read_paused = 0;
+		event_add(c->rev, NULL);
 	}
-	conn_process(c);
+	conn_process(c);            /* a pipelined request already read */
 }
 
+/*
+ * The connection failed or the peer closed it: log what is worth it, then
+ * close.  A failed handshake hands the socket to a lingerer so that our
+ * alert reaches the client before the close can reset it.
+ */
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+conn_fail(struct conn *c, int tls_error)
 {
-	struct conn *c = arg;
-	SSL *ssl = c->is_lb ? NULL : bufferevent_openssl_get_ssl(c->bev);
 	char reason[160], subject[256], buf[256];
 	unsigned long e;
 	int no_cert = 0;
 	evutil_socket_t fd;
+	struct loop *l;
 
-	(void)bev;
-	if (what & BEV_EVENT_CONNECTED) {
-		c->tls_up = 1;
-		return;
-	}
-	if ((what & BEV_EVENT_ERROR) && ssl != NULL) {
-		while ((e = bufferevent_get_openssl_error(c->bev)) != 0) {
+	if (tls_error && c->ssl != NULL) {
+		while ((e = ERR_get_error()) != 0) {
 			if (ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE)
 				no_cert = 1;
 			ERR_error_string_n(e, buf, sizeof(buf));
 			log_debug("TLS error from %s: %s", c->remote, buf);
 		}
-		if (tls_peer_refused(ssl, reason, sizeof(reason), subject,
-		    sizeof(subject)) || no_cert) {
+		/* a client certificate is refused in the handshake only */
+		if (!c->tls_up && (tls_peer_refused(c->ssl, reason,
+		    sizeof(reason), subject, sizeof(subject)) || no_cert)) {
 			log_fields(LOG_LVL_WARN, "client certificate refused",
 			    "remote", c->remote,
 			    "reason", no_cert ? "no client certificate" : reason,
 			    "subject", no_cert ? "-" : subject, NULL);
 		}
+		if (!c->tls_up && c->fd >= 0) {
+			fd = c->fd;
+			c->fd = -1;         /* the lingerer closes it */
+			l = c->loop;
+			conn_close(c);
+			lingerer_start(l, fd);
+			return;
+		}
 	}
-	if (!c->tls_up && ssl != NULL && (what & BEV_EVENT_ERROR) &&
-	    (fd = bufferevent_getfd(c->bev)) >= 0 &&
-	    (fd = dup(fd)) >= 0) {
-		/* a failed handshake: let our alert reach the client */
-		struct loop *l = c->loop;
-		conn_close(c);
-		lingerer_start(l, fd);
+	ERR_clear_error();
+	conn_close(c);
+}
+
+/*
+ * Write what out holds.  Returns 1 when all of it is written, 0 when the
+ * socket is full (wev then waits for it), -1 after a failure (c closed).
+ */
+static int
+conn_io_flush(struct conn *c)
+{
+	size_t len, chunk;
+	unsigned char *p;
+	ssize_t n;
+	int err;
+
+	while ((len = evbuffer_get_length(c->out)) > 0) {
+		/* a retried SSL_write gets the same or a longer length */
+		chunk = len < 16384 ? len : 16384;
+		if ((p = evbuffer_pullup(c->out, (ev_ssize_t)chunk)) == NULL) {
+			conn_fail(c, 0);
+			return -1;
+		}
+		if (c->ssl != NULL) {
+			ERR_clear_error();
+			n = SSL_write(c->ssl, p, (int)chunk);
+			if (n > 0) {
+				evbuffer_drain(c->out, (size_t)n);
+				continue;
+			}
+			err = SSL_get_error(c->ssl, (int)n);
+			if (err == SSL_ERROR_WANT_WRITE ||
+			    err == SSL_ERROR_WANT_READ) {
+				event_add(c->wev, NULL);
+				return 0;
+			}
+			conn_fail(c, err == SSL_ERROR_SSL);
+			return -1;
+		}
+		n = send(c->fd, p, chunk, MSG_NOSIGNAL);
+		if (n > 0) {
+			evbuffer_drain(c->out, (size_t)n);
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == EINTR)) {
+			event_add(c->wev, NULL);
+			return 0;
+		}
+		conn_fail(c, 0);
+		return -1;
+	}
+	if (event_pending(c->wev, EV_WRITE, NULL))
+		event_del(c->wev);
+	return 1;
+}
+
+/* Handshake step: 1 done, 0 waiting for the socket, -1 failed (c closed). */
+static int
+conn_io_handshake(struct conn *c)
+{
+	int r, err;
+
+	ERR_clear_error();
+	if ((r = SSL_do_handshake(c->ssl)) == 1) {
+		c->tls_up = 1;
+		if (event_pending(c->wev, EV_WRITE, NULL))
+			event_del(c->wev);
+		return 1;
+	}
+	err = SSL_get_error(c->ssl, r);
+	if (err == SSL_ERROR_WANT_READ)
+		return 0;
+	if (err == SSL_ERROR_WANT_WRITE) {
+		event_add(c->wev, NULL);
+		return 0;
+	}
+	conn_fail(c, 1);
+	return -1;
+}
+
+/*
+ * Read what the socket holds into in -- through TLS with read-ahead, every
+ * record that came in one read(2); SSL_has_pending() says when OpenSSL
+ * holds more -- then act on it.
+ */
+static void
+conn_io_read(struct conn *c)
+{
+	struct evbuffer_iovec v;
+	size_t cap;
+	ssize_t n;
+	int err, got = 0, eof = 0, tls_err = 0;
+
+	if (c->ssl != NULL && !c->tls_up && conn_io_handshake(c) != 1)
+		return;
+	for (;;) {
+		if (c->state != C_LINGER &&
+		    evbuffer_get_length(c->in) >= c->in_max) {
+			/* a client sending ahead of its responses: stop reading
+			 * until the input is consumed (conn_write_done) */
+			event_del(c->rev);
+			c->read_paused = 1;
+			break;
+		}
+		if (evbuffer_reserve_space(c->in, 4096, &v, 1) < 1) {
+			conn_fail(c, 0);
+			return;
+		}
+		if (c->ssl != NULL) {
+			ERR_clear_error();
+			n = SSL_read(c->ssl, v.iov_base, (int)v.iov_len);
+			if (n > 0) {
+				v.iov_len = (size_t)n;
+				evbuffer_commit_space(c->in, &v, 1);
+				got = 1;
+				if (SSL_has_pending(c->ssl))
+					continue;
+				break;
+			}
+			evbuffer_commit_space(c->in, &v, 0);
+			err = SSL_get_error(c->ssl, (int)n);
+			if (err == SSL_ERROR_WANT_READ)
+				break;
+			if (err == SSL_ERROR_WANT_WRITE) {
+				c->read_wants_write = 1;
+				event_add(c->wev, NULL);
+				break;
+			}
+			/* close_notify, a close without it (allowed), or an
+			 * error: the connection is over */
+			eof = 1;
+			tls_err = err == SSL_ERROR_SSL;
+			break;
+		}
+		cap = v.iov_len;
+		n = recv(c->fd, v.iov_base, cap, 0);
+		if (n > 0) {
+			v.iov_len = (size_t)n;
+			evbuffer_commit_space(c->in, &v, 1);
+			got = 1;
+			if ((size_t)n == cap)
+				continue;   /* there may be more */
+			break;
+		}
+		evbuffer_commit_space(c->in, &v, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == EINTR))
+			break;
+		eof = 1;
+		break;
+	}
+	if (c->state == C_LINGER) {
+		evbuffer_drain(c->in, evbuffer_get_length(c->in));
+		if (eof)
+			conn_fail(c, tls_err);  /* logs a TLS error at debug */
 		return;
 	}
-	conn_close(c);
+	if (eof) {
+		/* the peer is gone (a request it sent is not answered) */
+		conn_fail(c, tls_err);
+		return;
+	}
+	if (got)
+		conn_process(c);
+}
+
+static void
+conn_rev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_io_read(arg);
+}
+
+static void
+conn_wev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->ssl != NULL && !c->tls_up) {
+		if (conn_io_handshake(c) == 1)
+			conn_io_read(c);    /* the request may have come with it */
+		return;
+	}
+	if (c->read_wants_write) {
+		c->read_wants_write = 0;
+		if (evbuffer_get_length(c->out) == 0)
+			event_del(c->wev);
+		conn_io_read(c);
+		return;
+	}
+	if (conn_io_flush(c) != 1)
+		return;
+	if (c->state == C_WRITE)
+		conn_write_done(c);
 }
 
 /* Take what the input holds: a head, a body, then start the request. */
 static void
 conn_process(struct conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = c->in;
 	const struct cfg *cfg = c->tls_snap->cfg;
 	struct evbuffer_ptr pos;
 	struct route r;
@@ -1298,8 +1512,11 @@ conn_process(struct conn *c)
 			return;
 		}
 		if (c->req.expect_continue && c->req.content_length > 0)
-			evbuffer_add_printf(bufferevent_get_output(c->bev),
+		{
+			evbuffer_add_printf(c->out,
 			    "HTTP/1.1 100 Continue\r\n\r\n");
+			conn_want_write(c);
+		}
 		c->state = C_BODY;
 	}
 	if (c->state == C_BODY) {
@@ -1452,7 +1669,6 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 {
 	struct conn *c = NULL;
 	struct snap *s = snap_get();
-	SSL *ssl = NULL;
 	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
 	struct addr_key k;
 	int one = 1, per = s->cfg->limits.max_connections_per_address;
@@ -1489,33 +1705,29 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 	c->tls_snap = s;
 	c->is_lb = is_lb;
 	c->req.content_length = -1;
+	c->fd = fd;
+	fd = -1;                    /* conn_close closes it from now on */
+	c->in_max = s->cfg->limits.max_header_bytes +
+	    s->cfg->limits.max_body_bytes + READ_SLACK;
 	if (!is_lb) {
-		if ((ssl = tls_ssl_new(s->tls)) == NULL)
-			goto fail;
-		c->bev = bufferevent_openssl_socket_new(l->base, fd, ssl,
-		    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
-	} else
-		c->bev = bufferevent_socket_new(l->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		SSL_free(ssl);
-		goto fail;
+		if ((c->ssl = tls_ssl_new(s->tls)) == NULL ||
+		    SSL_set_fd(c->ssl, c->fd) != 1)
+			goto fail_conn;
+		SSL_set_accept_state(c->ssl);
+		/* a retried SSL_write may see the response at a new address */
+		SSL_set_mode(c->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		/* one read(2) takes every record the client sent */
+		SSL_set_read_ahead(c->ssl, 1);
 	}
-	if ((c->timer = evtimer_new(l->base, conn_timer_cb, c)) == NULL) {
-		bufferevent_free(c->bev);   /* closes fd */
-		addr_release(&c->akey);
-		free(c);
-		snap_put(s);
-		log_err("cannot set up a connection: out of memory");
-		return;
-	}
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	/* at most one pipelined request waits while one is served */
-	bufferevent_setwatermark(c->bev, EV_READ, 0,
-	    s->cfg->limits.max_header_bytes + s->cfg->limits.max_body_bytes +
-	    READ_SLACK);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if ((c->in = evbuffer_new()) == NULL ||
+	    (c->out = evbuffer_new()) == NULL ||
+	    (c->rev = event_new(l->base, c->fd, EV_READ | EV_PERSIST,
+	    conn_rev_cb, c)) == NULL ||
+	    (c->wev = event_new(l->base, c->fd, EV_WRITE, conn_wev_cb,
+	    c)) == NULL ||
+	    (c->timer = evtimer_new(l->base, conn_timer_cb, c)) == NULL ||
+	    event_add(c->rev, NULL) != 0)
+		goto fail_conn;
 	c->state = C_HEAD;
 	c->last_active_us = util_now_us();
 	conn_arm(c, s->cfg->limits.header_timeout_ms);
@@ -1526,9 +1738,24 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 	l->nconns++;
 	atomic_fetch_add(&srv.nconns, 1);
 	return;
+ fail_conn:
+	/* c is not on the loop's list yet: undo by hand */
+	if (c->rev != NULL)
+		event_free(c->rev);
+	if (c->wev != NULL)
+		event_free(c->wev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	if (c->in != NULL)
+		evbuffer_free(c->in);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	SSL_free(c->ssl);
+	fd = c->fd;
  fail:
 	log_err("cannot set up a connection: out of memory");
-	evutil_closesocket(fd);
+	if (fd >= 0)
+		evutil_closesocket(fd);
 	if (c != NULL && c->counted)
 		addr_release(&c->akey);
 	free(c);
@@ -1592,7 +1819,7 @@ loop_drain_cb(evutil_socket_t fd, short what, void *arg)
 	for (c = l->conns; c != NULL; c = next) {
 		next = c->next;
 		if (c->state == C_IDLE || (c->state == C_HEAD && !c->have_head &&
-		    evbuffer_get_length(bufferevent_get_input(c->bev)) == 0))
+		    evbuffer_get_length(c->in) == 0))
 			conn_close(c);
 		else
 			c->close_after = 1;
