@@ -1,7 +1,7 @@
 /*
  * http.h -- a strict HTTP/1.1 request-head parser (RFC 9112 subset).
  *
- * The front door reads bytes with libevent bufferevents; this module only
+ * The front door reads bytes into libevent evbuffers; this module only
  * turns one complete request head (request line + header fields, ending in
  * an empty line) into a struct http_request.  It is pure (no I/O), bounded,
  * and fuzzed.
