@@ -118,6 +118,7 @@ struct conn {
 	size_t in_max;                /* stop reading beyond this much input */
 	int read_paused;              /* rev removed: in is at in_max */
 	int read_wants_write;         /* SSL_read needs the socket writable */
+	int write_wants_read;         /* SSL_write needs the socket readable */
 	struct snap *tls_snap;
 	int is_lb;                    /* plain-HTTP load-balancer listener */
 	char remote[INET6_ADDRSTRLEN + 8];
@@ -1270,9 +1271,14 @@ conn_io_flush(struct conn *c)
 				continue;
 			}
 			err = SSL_get_error(c->ssl, (int)n);
-			if (err == SSL_ERROR_WANT_WRITE ||
-			    err == SSL_ERROR_WANT_READ) {
+			if (err == SSL_ERROR_WANT_WRITE) {
 				event_add(c->wev, NULL);
+				return 0;
+			}
+			if (err == SSL_ERROR_WANT_READ) {
+				/* not with renegotiation off; retried when rev
+				 * fires, never by polling a writable socket */
+				c->write_wants_read = 1;
 				return 0;
 			}
 			conn_fail(c, err == SSL_ERROR_SSL);
@@ -1335,6 +1341,10 @@ conn_io_read(struct conn *c)
 
 	if (c->ssl != NULL && !c->tls_up && conn_io_handshake(c) != 1)
 		return;
+	if (c->write_wants_read) {
+		c->write_wants_read = 0;
+		conn_want_write(c);
+	}
 	for (;;) {
 		if (c->state != C_LINGER &&
 		    evbuffer_get_length(c->in) >= c->in_max) {
