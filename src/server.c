@@ -1113,6 +1113,29 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	conn_close(c);
 }
 
+/* Free the events, buffers and TLS state; close the socket (if ours). */
+static void
+conn_free_io(struct conn *c)
+{
+	if (c->rev != NULL)
+		event_free(c->rev);
+	if (c->wev != NULL)
+		event_free(c->wev);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	SSL_free(c->ssl);
+	if (c->fd >= 0)
+		evutil_closesocket(c->fd);
+	if (c->in != NULL)
+		evbuffer_free(c->in);
+	if (c->out != NULL)
+		evbuffer_free(c->out);
+	c->rev = c->wev = c->timer = NULL;
+	c->ssl = NULL;
+	c->fd = -1;
+	c->in = c->out = NULL;
+}
+
 static void
 conn_close(struct conn *c)
 {
@@ -1122,19 +1145,7 @@ conn_close(struct conn *c)
 		c->op->conn = NULL;     /* the op frees itself when its job ends */
 		c->op = NULL;
 	}
-	if (c->rev != NULL)
-		event_free(c->rev);
-	if (c->wev != NULL)
-		event_free(c->wev);
-	SSL_free(c->ssl);
-	if (c->fd >= 0)
-		evutil_closesocket(c->fd);
-	if (c->in != NULL)
-		evbuffer_free(c->in);
-	if (c->out != NULL)
-		evbuffer_free(c->out);
-	if (c->timer != NULL)
-		event_free(c->timer);
+	conn_free_io(c);
 	http_request_clear(&c->req);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
@@ -1749,19 +1760,7 @@ conn_new(struct loop *l, evutil_socket_t fd, struct sockaddr *sa, int is_lb)
 	atomic_fetch_add(&srv.nconns, 1);
 	return;
  fail_conn:
-	/* c is not on the loop's list yet: undo by hand */
-	if (c->rev != NULL)
-		event_free(c->rev);
-	if (c->wev != NULL)
-		event_free(c->wev);
-	if (c->timer != NULL)
-		event_free(c->timer);
-	if (c->in != NULL)
-		evbuffer_free(c->in);
-	if (c->out != NULL)
-		evbuffer_free(c->out);
-	SSL_free(c->ssl);
-	fd = c->fd;
+	conn_free_io(c);            /* c is not on the loop's list yet */
  fail:
 	log_err("cannot set up a connection: out of memory");
 	if (fd >= 0)
