@@ -38,6 +38,9 @@
 #                   daemon's own default)
 #   XKSPROXYD       another daemon binary to measure
 #   BENCH_OUT       also write the RESULT lines to this file
+#   BENCH_REPEAT    pairs of (raw 1-session encrypt, keep-alive encrypt)
+#                   run back to back for the encrypt ratio (default 3; the
+#                   goal uses the median of the pairs' ratios)
 #   BENCH_PERF      1: after the keep-alive rows, profile the daemon with
 #                   perf(1) during one more encrypt run and print where its
 #                   CPU goes, by thread and by symbol (needs perf)
@@ -217,7 +220,7 @@ row() {
 	    "$(field errors)" "$DCPU" "$(field client_cpu)" "$OCPU"
 }
 
-RAW1=; ENC=; ENCCPU=; P99_1800=; HS=; HSCPU=; HWM=; SHIM_WORST=
+RAW1=; ENC=; ENCCPU=; RATIO_MED=; P99_1800=; HS=; HSCPU=; HWM=; SHIM_WORST=
 
 # --- raw PKCS#11: the HSM limit
 if want raw; then
@@ -260,6 +263,28 @@ if want keepalive; then
 	done
 	if [ -n "$RAW1" ] && [ -n "$ENC" ]; then
 		echo "encrypt over keep-alive / raw 1-session encrypt: $ENC / $RAW1 = $(calc "$ENC / $RAW1")"
+	fi
+	# the ratio again, in pairs run back to back: this VM's speed moves
+	# by up to 20 % from minute to minute, and both sides of a pair see
+	# the same machine
+	if want raw && [ "${BENCH_REPEAT:-3}" -gt 0 ]; then
+		echo
+		echo "== the encrypt ratio in ${BENCH_REPEAT:-3} back-to-back pairs (raw 1-session encrypt 3 s, then keep-alive encrypt ${SECS} s)"
+		printf '%-6s %10s %10s %7s\n' pair raw proxy ratio
+		ratios=
+		i=1
+		while [ $i -le "${BENCH_REPEAT:-3}" ]; do
+			p11 -m "$SOFTHSM_MODULE" -o encrypt -n 1 -d 3
+			raw=$(field rate)
+			load -o encrypt -c "$CONNS" -d "$SECS" -w 1
+			ratio=$(calc "$(field rps) / $raw")
+			ratios="$ratios $ratio"
+			printf '%-6s %10s %10s %7s\n' $i "$raw" "$(field rps)" "$ratio"
+			i=$((i + 1))
+		done
+		RATIO_MED=$(printf '%s\n' $ratios | sort -n |
+		    awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+		echo "median ratio: $RATIO_MED"
 	fi
 	if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null 2>&1; then
 		echo
@@ -490,7 +515,8 @@ goal() {  # goal TEXT VALUE OP LIMIT
 	fi
 }
 r=; [ -n "$RAW1" ] && [ -n "$ENC" ] && r=$(calc "$ENC / $RAW1")
-goal "encrypt keep-alive / raw 1-session PKCS#11 (>= 0.50)" "$r" '>=' 0.5
+[ -z "$RATIO_MED" ] || r=$RATIO_MED
+goal "encrypt keep-alive / raw 1-session PKCS#11, median (>= 0.50)" "$r" '>=' 0.5
 goal "p99 ms at 1800 encrypt req/s (<= 2)" "$P99_1800" '<=' 2
 goal "full TLS handshakes/s, ECDSA P-256 (>= 2000)" "$HS" '>=' 2000
 m=; [ -n "$HWM" ] && m=$(calc "$HWM / 1024" 1)
