@@ -46,7 +46,9 @@
 #define LINGER_MS 2000
 #define SIGV4_CACHE_ENTRIES 64
 #define LOOP_FLUSH_MAX 4   /* backends one batch of events may touch */
-#define READ_SLACK 16384   /* input beyond a request: one TLS record */
+#define READ_SLACK 16384
+#define TLS_KEEP_BUFFERS 32  /* per loop: connections that keep their
+                                TLS buffers while idle (~34 kB each) */   /* input beyond a request: one TLS record */
 
 /*
  * A config snapshot: immutable, reference-counted.  A request holds the
@@ -1206,6 +1208,11 @@ conn_write_done(struct conn *c)
 	c->state = C_IDLE;
 	c->last_active_us = util_now_us();
 	conn_arm(c, c->tls_snap->cfg->limits.idle_timeout_ms);
+	/* a loop with many connections: give the idle one's TLS buffers
+	 * back (refused by OpenSSL while they hold unread data) */
+	if (c->ssl != NULL && c->loop->nconns > TLS_KEEP_BUFFERS &&
+	    evbuffer_get_length(c->in) == 0)
+		SSL_free_buffers(c->ssl);
 	if (c->read_paused && evbuffer_get_length(c->in) < c->in_max) {
 		c->read_paused = 0;
 		event_add(c->rev, NULL);
