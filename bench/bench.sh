@@ -295,6 +295,9 @@ if want keepalive; then
 		load -o encrypt -c "$CONNS" -d "$SECS" -w 0
 		wait "$ppid" || true
 		echo "(this run: $(field rps) req/s; the profiler costs some)"
+		if ! perf report -i "$T/perf.data" --stdio >/dev/null 2>&1; then
+			echo "perf failed:"; tail -n 5 "$T/perf.log"
+		fi
 		echo "-- by thread (samples %)"
 		perf report -i "$T/perf.data" --no-children --sort comm --stdio \
 		    -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 8
