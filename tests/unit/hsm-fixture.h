@@ -324,4 +324,27 @@ fx_setup(void)
 	return 0;
 }
 
+/*
+ * Start of main() for a test that needs the tokens: 77 (skipped) without
+ * SoftHSMv2, 1 when the tokens cannot be made, 0 when they are ready
+ * (fx_teardown() removes them).  Logs errors only, unless XKS_TEST_DEBUG.
+ * Include log.h first.
+ */
+static int
+fx_begin(void)
+{
+	if (!fx_have_softhsm()) {
+		fprintf(stderr, "SoftHSMv2 is not installed: skipped\n");
+		return 77;
+	}
+	log_configure(getenv("XKS_TEST_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR,
+	    LOG_FMT_TEXT);
+	if (fx_setup() != 0) {
+		fprintf(stderr, "cannot make the SoftHSMv2 tokens\n");
+		fx_teardown();
+		return 1;
+	}
+	return 0;
+}
+
 #endif

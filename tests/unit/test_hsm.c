@@ -800,17 +800,8 @@ main(void)
 	};
 	int r;
 
-	if (!fx_have_softhsm()) {
-		fprintf(stderr, "SoftHSMv2 is not installed: skipped\n");
-		return 77;
-	}
-	log_configure(getenv("XKS_TEST_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_ERROR,
-	    LOG_FMT_TEXT);
-	if (fx_setup() != 0) {
-		fprintf(stderr, "cannot make the SoftHSMv2 tokens\n");
-		fx_teardown();
-		return 1;
-	}
+	if ((r = fx_begin()) != 0)
+		return r;
 	r = cmocka_run_group_tests(tests, NULL, NULL);
 	fx_teardown();
 	return r;
